@@ -8,13 +8,13 @@ import (
 
 func TestParseConfigDefaults(t *testing.T) {
 	tests := []struct {
-		in                string
-		len               int
-		min, max          string
-		v6len             int
-		v6min, v6max      string
-		backend           string
-		defaulted         bool
+		in           string
+		len          int
+		min, max     string
+		v6len        int
+		v6min, v6max string
+		backend      string
+		defaulted    bool
 	}{
 		{in: `{"Network":"10.5.0.0/16"}`, len: 24, min: "10.5.1.0", max: "10.5.255.0", backend: "udp", defaulted: true},
 		{in: `{"Network":"10.5.0.0/23","Backend":{"Type":"vxlan"}}`, len: 25, min: "10.5.0.128", max: "10.5.1.128", backend: "vxlan"},

@@ -1,0 +1,400 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/flannelng/flannel/subnet"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// errTryAgain means another writer got in between; list again and retry.
+var errTryAgain = errors.New("lease state changed concurrently")
+
+// FindOwn returns the lease advertising our public address: the IPv4
+// PublicIP, or for an IPv6-only network the PublicIPv6 (upstream compares
+// 0.0.0.0 there and matches any IPv6-only node).
+func FindOwn(leases []subnet.Lease, cfg *subnet.Config, attrs subnet.LeaseAttrs) *subnet.Lease {
+	for i := range leases {
+		l := &leases[i]
+		if cfg.EnableIPv4 {
+			if attrs.PublicIP.IsValid() && l.Attrs.PublicIP == attrs.PublicIP {
+				return l
+			}
+		} else if attrs.PublicIPv6.IsValid() && l.Attrs.PublicIPv6 == attrs.PublicIPv6 && !l.Subnet.IsValid() {
+			return l
+		}
+	}
+	return nil
+}
+
+// Acquire gets our lease: the one already advertising our public IP, else
+// the subnet from the previous subnet.env when it is compatible and free,
+// else a free subnet picked at random among the first free ones. Lost races
+// and a full network are retried with back-off and jitter until ctx ends;
+// onRetry (optional) sees each failure.
+func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error)) (subnet.Lease, error) {
+	return m.acquire(ctx, cfg, attrs, prev, onRetry, 0)
+}
+
+// acquire is Acquire; a non-zero reuse names an etcd lease of ours that is
+// still alive, to attach a re-created key to instead of granting another.
+func (m *Manager) acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error), reuse int64) (subnet.Lease, error) {
+	delay := 50 * time.Millisecond
+	for {
+		l, err := m.acquireOnce(ctx, cfg, attrs, prev, reuse)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return subnet.Lease{}, ctx.Err()
+		}
+		max := 5 * time.Second
+		var full *subnet.ErrNoFreeSubnet
+		switch {
+		case errors.Is(err, errTryAgain):
+			// Contention: short, jittered waits so concurrent joiners
+			// spread out but none waits long.
+			max = 500 * time.Millisecond
+			m.log.Debug("lease race lost, retrying", "err", err)
+		case errors.As(err, &full):
+			m.log.Error("Failed to acquire lease", "err", err)
+		default:
+			m.log.Warn("Failed to acquire lease, retrying", "err", err)
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		m.rndM.Lock()
+		wait := delay/2 + time.Duration(m.rnd.Int64N(int64(delay)))
+		m.rndM.Unlock()
+		select {
+		case <-ctx.Done():
+			return subnet.Lease{}, ctx.Err()
+		case <-time.After(wait):
+		}
+		if delay *= 2; delay > max {
+			delay = max
+		}
+	}
+}
+
+func (m *Manager) acquireOnce(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, reuse int64) (subnet.Lease, error) {
+	leases, rev, err := m.List(ctx)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	if own := FindOwn(leases, cfg, attrs); own != nil {
+		if cfg.Compatible(own.Subnet, own.IPv6Subnet) {
+			m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", own.Subnet, own.IPv6Subnet, attrs.PublicIP))
+			return m.adopt(ctx, *own, attrs)
+		}
+		m.log.Warn(fmt.Sprintf("Found lease (%v) for current IP (%v) but not compatible with current config, deleting", own, attrs.PublicIP))
+		if err := m.deleteIfUnchanged(ctx, *own); err != nil {
+			return subnet.Lease{}, err
+		}
+		return subnet.Lease{}, errTryAgain
+	}
+	taken := subnet.Taken(leases)
+	if p4, p6 := prevSubnets(cfg, prev); p4.IsValid() || p6.IsValid() {
+		switch {
+		case !cfg.Compatible(p4, p6):
+			m.log.Info(fmt.Sprintf("Found previously leased subnet (%v) that is not compatible with the Etcd network config, ignoring", subnet.Lease{Subnet: p4, IPv6Subnet: p6}))
+		case subnet.Overlaps(p4, taken) || (p6.IsValid() && subnet.Overlaps(p6, taken)):
+			// #1182: a stale subnet.env must not make two nodes share a subnet.
+			m.log.Warn("Previously leased subnet is now held by another node, not reusing it", "subnet", subnet.Lease{Subnet: p4, IPv6Subnet: p6}.String())
+		default:
+			m.log.Info(fmt.Sprintf("Found previously leased subnet (%v), reusing", subnet.Lease{Subnet: p4, IPv6Subnet: p6}))
+			return m.create(ctx, p4, p6, attrs, rev, reuse)
+		}
+	}
+	if cfg.EnableIPv4 {
+		m.log.Info(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
+	}
+	if cfg.EnableIPv6 {
+		m.log.Info(fmt.Sprintf("Picking ipv6 subnet in range %s ... %s", cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
+	}
+	m.rndM.Lock()
+	p4, p6, err := cfg.Pick(leases, m.rnd)
+	m.rndM.Unlock()
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	l, err := m.create(ctx, p4, p6, attrs, rev, reuse)
+	if err == nil {
+		m.log.Info(fmt.Sprintf("Allocated lease (ip: %v ipv6: %v) to current node (%v) ", l.Subnet, l.IPv6Subnet, attrs.PublicIP))
+	}
+	return l, err
+}
+
+func prevSubnets(cfg *subnet.Config, prev subnet.Env) (v4, v6 netip.Prefix) {
+	if cfg.EnableIPv4 {
+		v4 = prev.Subnet
+	}
+	if cfg.EnableIPv6 {
+		v6 = prev.IPv6Subnet
+	}
+	if cfg.EnableIPv4 && !v4.IsValid() {
+		return netip.Prefix{}, netip.Prefix{}
+	}
+	if cfg.EnableIPv6 && !v6.IsValid() {
+		return netip.Prefix{}, netip.Prefix{}
+	}
+	return v4, v6
+}
+
+// create writes a new lease key attached to a fresh etcd lease. The
+// transaction succeeds only if the key does not exist and no lease key
+// changed since the listing at rev, so a subnet that overlaps a lease
+// written meanwhile (whatever its length) can never be handed out.
+func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64) (subnet.Lease, error) {
+	if !v4.IsValid() && !v6.IsValid() {
+		return subnet.Lease{}, fmt.Errorf("no subnet to create")
+	}
+	l := subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}
+	val, err := subnet.EncodeAttrs(attrs)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	key := m.KeyFor(l)
+	var grant *clientv3.LeaseGrantResponse
+	if reuse != 0 {
+		ttl, err := m.keepAliveOnce(ctx, reuse)
+		if err == nil {
+			grant = &clientv3.LeaseGrantResponse{ID: clientv3.LeaseID(reuse), TTL: int64(ttl / time.Second)}
+		}
+	}
+	if grant == nil {
+		reuse = 0
+		if err := m.rpc(ctx, "grant lease", func(ctx context.Context) (err error) {
+			grant, err = m.cli.Grant(ctx, int64(m.opt.TTL/time.Second))
+			return err
+		}); err != nil {
+			return subnet.Lease{}, err
+		}
+	}
+	var txn *clientv3.TxnResponse
+	err = m.rpc(ctx, "create "+key, func(ctx context.Context) (err error) {
+		txn, err = m.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.Version(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(m.SubnetsPrefix()), "<", rev+1).WithPrefix(),
+		).Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).Commit()
+		return err
+	})
+	if (err != nil || !txn.Succeeded) && reuse == 0 {
+		// Never leave an etcd lease without a key behind.
+		m.rpc(context.WithoutCancel(ctx), "revoke unused lease", func(ctx context.Context) error {
+			_, err := m.cli.Revoke(ctx, grant.ID)
+			return err
+		})
+	}
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	if !txn.Succeeded {
+		return subnet.Lease{}, errTryAgain
+	}
+	l.EtcdLease = int64(grant.ID)
+	l.ModRevision = txn.Header.Revision
+	l.Expiration = time.Now().Add(time.Duration(grant.TTL) * time.Second)
+	return l, nil
+}
+
+// adopt takes over our existing lease key: its etcd lease is refreshed
+// (not replaced, so no etcd lease is ever orphaned) and its value updated
+// when our attributes changed. A reservation (no etcd lease) stays one.
+func (m *Manager) adopt(ctx context.Context, own subnet.Lease, attrs subnet.LeaseAttrs) (subnet.Lease, error) {
+	key := m.KeyFor(own)
+	if !own.IsReservation() {
+		ttl, err := m.keepAliveOnce(ctx, own.EtcdLease)
+		if err != nil {
+			return subnet.Lease{}, err
+		}
+		own.Expiration = time.Now().Add(ttl)
+	}
+	cur, _ := subnet.EncodeAttrs(own.Attrs)
+	want, err := subnet.EncodeAttrs(attrs)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	if string(cur) != string(want) {
+		opts := []clientv3.OpOption{}
+		if !own.IsReservation() {
+			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(own.EtcdLease)))
+		}
+		var txn *clientv3.TxnResponse
+		if err := m.rpc(ctx, "update "+key, func(ctx context.Context) (err error) {
+			txn, err = m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", own.ModRevision)).
+				Then(clientv3.OpPut(key, string(want), opts...)).Commit()
+			return err
+		}); err != nil {
+			return subnet.Lease{}, err
+		}
+		if !txn.Succeeded {
+			return subnet.Lease{}, errTryAgain
+		}
+		own.ModRevision = txn.Header.Revision
+		m.log.Info("Updated lease attributes", "subnet", own.String(), "value", string(want))
+	}
+	own.Attrs = attrs
+	return own, nil
+}
+
+// errLeaseGone means the etcd lease expired or was revoked.
+var errLeaseGone = errors.New("etcd lease not found")
+
+func (m *Manager) keepAliveOnce(ctx context.Context, id int64) (time.Duration, error) {
+	var resp *clientv3.LeaseKeepAliveResponse
+	err := m.rpc(ctx, "renew lease", func(ctx context.Context) (err error) {
+		resp, err = m.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+		return err
+	})
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return 0, errLeaseGone
+	}
+	if err != nil {
+		return 0, err
+	}
+	if resp.TTL <= 0 {
+		return 0, errLeaseGone
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+func (m *Manager) deleteIfUnchanged(ctx context.Context, l subnet.Lease) error {
+	key := m.KeyFor(l)
+	return m.rpc(ctx, "delete "+key, func(ctx context.Context) error {
+		_, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		return err
+	})
+}
+
+// ErrSubnetChanged is returned by Keep when our lease could only be
+// re-acquired with a different subnet: the node must be reconfigured.
+var ErrSubnetChanged = errors.New("our subnet was taken over by another node")
+
+// Keep renews our lease before it expires and re-creates our key if someone
+// deletes it or its etcd lease expires during an outage, with the same
+// subnet when it is still free. It returns when ctx ends, or with
+// ErrSubnetChanged when the subnet is lost for good. Nothing is torn down.
+func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease) error {
+	key := m.KeyFor(own)
+	renewIn := func() time.Duration {
+		if own.IsReservation() {
+			return 24 * time.Hour
+		}
+		d := time.Until(own.Expiration) - m.opt.RenewMargin
+		if min := m.opt.TTL / 3; d < min {
+			// A margin as long as the TTL (short test TTLs) would renew
+			// in a busy loop.
+			d = min
+		}
+		return d
+	}
+	retry := time.Minute
+	if r := m.opt.TTL / 10; r < retry {
+		retry = r
+	}
+	timer := time.NewTimer(renewIn())
+	defer timer.Stop()
+	m.log.Info(fmt.Sprintf("Waiting for %s to renew lease", renewIn().Round(10*time.Millisecond)))
+
+	wctx, wcancel := context.WithCancel(ctx)
+	defer func() { wcancel() }()
+	events := m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.ModRevision+1))
+
+	reacquire := func(why string) error {
+		m.log.Warn("Our lease is gone; re-acquiring the same subnet", "subnet", own.String(), "reason", why)
+		prev := subnet.Env{Subnet: own.Subnet, IPv6Subnet: own.IPv6Subnet}
+		l, err := m.acquire(ctx, cfg, own.Attrs, prev, nil, own.EtcdLease)
+		if err != nil {
+			return err
+		}
+		if l.Subnet != own.Subnet || l.IPv6Subnet != own.IPv6Subnet {
+			m.log.Error("Re-acquired a different subnet", "old", own.String(), "new", l.String())
+			return ErrSubnetChanged
+		}
+		own = l
+		m.log.Info("Lease re-acquired", "subnet", own.String())
+		return nil
+	}
+	restartWatch := func() {
+		wcancel()
+		wctx, wcancel = context.WithCancel(ctx)
+		events = m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.ModRevision+1))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			ttl, err := m.keepAliveOnce(ctx, own.EtcdLease)
+			switch {
+			case errors.Is(err, errLeaseGone):
+				if err := reacquire("etcd lease expired"); err != nil {
+					return err
+				}
+				restartWatch()
+			case err != nil:
+				m.log.Warn(fmt.Sprintf("Error renewing lease (trying again in %s): %v", retry, err))
+				timer.Reset(retry)
+				continue
+			default:
+				own.Expiration = time.Now().Add(ttl)
+				m.log.Info(fmt.Sprintf("Lease renewed, new expiration: %s", own.Expiration.UTC().Format(time.RFC3339)))
+			}
+			timer.Reset(renewIn())
+		case resp, ok := <-events:
+			if !ok || resp.Err() != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				// The watch ended (outage, leader loss, compaction): check
+				// the key directly, then watch again.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+				var get *clientv3.GetResponse
+				if err := m.rpc(ctx, "get "+key, func(ctx context.Context) (err error) {
+					get, err = m.cli.Get(ctx, key)
+					return err
+				}); err != nil {
+					restartWatch()
+					continue
+				}
+				if len(get.Kvs) == 0 {
+					if err := reacquire("key deleted"); err != nil {
+						return err
+					}
+					timer.Reset(renewIn())
+				} else {
+					own.ModRevision = get.Kvs[0].ModRevision
+				}
+				restartWatch()
+				continue
+			}
+			for _, ev := range resp.Events {
+				own.ModRevision = ev.Kv.ModRevision
+				if ev.Type == clientv3.EventTypeDelete {
+					if err := reacquire("key deleted"); err != nil {
+						return err
+					}
+					timer.Reset(renewIn())
+					restartWatch()
+					break
+				}
+				if a, err := subnet.DecodeAttrs(ev.Kv.Value); err == nil && a.PublicIP != own.Attrs.PublicIP {
+					m.log.Error("Our subnet was claimed by another node", "subnet", own.String(), "publicIP", a.PublicIP)
+					return ErrSubnetChanged
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flannelng/flannel/subnet"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrNoConfig is returned when <prefix>/config does not exist. The text is
+// upstream's, which operators search for.
+var ErrNoConfig = errors.New("flannel config not found in etcd store. Did you create your config using etcdv3 API?")
+
+// Options tune a Manager.
+type Options struct {
+	Prefix      string        // default /coreos.com/network
+	TTL         time.Duration // lease TTL, default 24h
+	RenewMargin time.Duration // renew this long before expiry, default 1h
+	RPCTimeout  time.Duration // per request, default 5s
+	Log         *slog.Logger
+}
+
+// Manager reads the config and keeps our lease in etcd.
+type Manager struct {
+	cli  *clientv3.Client
+	opt  Options
+	log  *slog.Logger
+	rnd  *rand.Rand
+	rndM sync.Mutex
+
+	mu          sync.Mutex
+	unreachable time.Time // start of the current outage, zero when reachable
+	badKeys     map[string]int64
+}
+
+// New returns a Manager using cli.
+func New(cli *clientv3.Client, o Options) *Manager {
+	if o.Prefix == "" {
+		o.Prefix = "/coreos.com/network"
+	}
+	o.Prefix = strings.TrimRight(o.Prefix, "/")
+	if o.TTL <= 0 {
+		o.TTL = 24 * time.Hour
+	}
+	if o.RenewMargin <= 0 {
+		o.RenewMargin = time.Hour
+	}
+	if o.RPCTimeout <= 0 {
+		o.RPCTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Manager{
+		cli: cli, opt: o, log: o.Log,
+		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
+		badKeys: map[string]int64{},
+	}
+}
+
+// ConfigKey is <prefix>/config.
+func (m *Manager) ConfigKey() string { return path.Join(m.opt.Prefix, "config") }
+
+// SubnetsPrefix is <prefix>/subnets/ (with the slash, so that a sibling key
+// such as <prefix>/subnetsX is not listed).
+func (m *Manager) SubnetsPrefix() string { return path.Join(m.opt.Prefix, "subnets") + "/" }
+
+// KeyFor is the etcd key of a lease.
+func (m *Manager) KeyFor(l subnet.Lease) string { return m.SubnetsPrefix() + l.Key() }
+
+// rpc runs one etcd request with a timeout, and logs the start and the end
+// of an outage once each instead of once per failed call.
+func (m *Manager) rpc(ctx context.Context, what string, fn func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, m.opt.RPCTimeout)
+	defer cancel()
+	err := fn(cctx)
+	if err != nil && ctx.Err() == nil && isUnavailable(err) {
+		m.mu.Lock()
+		if m.unreachable.IsZero() {
+			m.unreachable = time.Now()
+			m.log.Error("etcd is unreachable; the data plane keeps forwarding, retrying with back-off",
+				"endpoints", strings.Join(m.cli.Endpoints(), ","), "request", what, "err", err)
+		}
+		m.mu.Unlock()
+		return fmt.Errorf("%s: etcd unreachable (%s): %w", what, strings.Join(m.cli.Endpoints(), ","), err)
+	}
+	if err == nil {
+		m.mu.Lock()
+		if !m.unreachable.IsZero() {
+			m.log.Info("etcd is reachable again", "outage", time.Since(m.unreachable).Round(time.Millisecond))
+			m.unreachable = time.Time{}
+		}
+		m.mu.Unlock()
+	}
+	return err
+}
+
+func isUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "Unavailable") || strings.Contains(s, "connection refused") || strings.Contains(s, "DeadlineExceeded")
+}
+
+// Reachable reports whether the last etcd request succeeded.
+func (m *Manager) Reachable() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unreachable.IsZero()
+}
+
+// GetConfig reads and validates the network config.
+func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []byte, error) {
+	var resp *clientv3.GetResponse
+	err := m.rpc(ctx, "get "+m.ConfigKey(), func(ctx context.Context) (err error) {
+		resp, err = m.cli.Get(ctx, m.ConfigKey())
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil, ErrNoConfig
+	}
+	raw := resp.Kvs[0].Value
+	cfg, err := subnet.ParseConfig(raw)
+	if err != nil {
+		return nil, raw, fmt.Errorf("network config at %s: %w", m.ConfigKey(), err)
+	}
+	return cfg, raw, nil
+}
+
+// List reads every lease with one range request. Keys or values that do not
+// parse are skipped (and logged once per key and revision).
+func (m *Manager) List(ctx context.Context) ([]subnet.Lease, int64, error) {
+	var resp *clientv3.GetResponse
+	err := m.rpc(ctx, "list "+m.SubnetsPrefix(), func(ctx context.Context) (err error) {
+		resp, err = m.cli.Get(ctx, m.SubnetsPrefix(), clientv3.WithPrefix())
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]subnet.Lease, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		l, err := m.decode(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
+		if err != nil {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+func (m *Manager) decode(key string, value []byte, leaseID, modRev int64) (subnet.Lease, error) {
+	name := strings.TrimPrefix(key, m.SubnetsPrefix())
+	v4, v6, err := subnet.ParseKey(name)
+	if err == nil && strings.Contains(name, "/") {
+		err = fmt.Errorf("invalid subnet key %q", name)
+	}
+	var attrs subnet.LeaseAttrs
+	if err == nil {
+		attrs, err = subnet.DecodeAttrs(value)
+	}
+	if err != nil {
+		m.mu.Lock()
+		if m.badKeys[key] != modRev {
+			m.badKeys[key] = modRev
+			m.log.Warn("Ignoring bad subnet node", "key", key, "err", err)
+		}
+		m.mu.Unlock()
+		return subnet.Lease{}, err
+	}
+	return subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: leaseID, ModRevision: modRev}, nil
+}
