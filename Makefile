@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+BIN      := bin
+FUZZTIME ?= 3s
+
+.PHONY: all build deps test unit fuzz demo demo-up demo-down bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/flanneld ./cmd/flanneld
+	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN)/flannel ./cmd/cni-plugin
+	$(GO) build -o $(BIN)/lab-etcd ./cmd/lab-etcd
+	$(GO) build -o $(BIN)/flannel-lab ./cmd/flannel-lab
+
+deps:
+	./scripts/deps.sh
+
+# The whole suite: unit tests, privileged lab tests (as root), then every
+# fuzz target for a short time.
+test: deps build
+	LAB_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 2 -timeout 30m ./...
+	$(MAKE) fuzz
+
+unit:
+	$(GO) test -short ./...
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	  done; \
+	done
+
+demo: deps build
+	$(BIN)/flannel-lab demo --bin $(CURDIR)/$(BIN)
+
+demo-up: deps build
+	$(BIN)/flannel-lab demo --bin $(CURDIR)/$(BIN) --keep --dir /tmp/flannel-demo
+
+demo-down:
+	$(BIN)/flannel-lab down --dir /tmp/flannel-demo
+
+bench: deps build
+	LAB_BIN_DIR=$(CURDIR)/$(BIN) $(GO) run ./bench $(BENCHFLAGS)
+
+clean:
+	rm -rf $(BIN)
