@@ -14,6 +14,7 @@ build:
 	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN)/flannel ./cmd/cni-plugin
 	$(GO) build -o $(BIN)/lab-etcd ./cmd/lab-etcd
 	$(GO) build -o $(BIN)/flannel-lab ./cmd/flannel-lab
+	$(GO) build -o $(BIN)/flannel-demo ./cmd/flannel-demo
 
 deps:
 	./scripts/deps.sh
@@ -37,10 +38,10 @@ fuzz:
 	done
 
 demo: deps build
-	$(BIN)/flannel-lab demo --bin $(CURDIR)/$(BIN)
+	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN)
 
 demo-up: deps build
-	$(BIN)/flannel-lab demo --bin $(CURDIR)/$(BIN) --keep --dir /tmp/flannel-demo
+	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN) --keep --dir /tmp/flannel-demo
 
 demo-down:
 	$(BIN)/flannel-lab down --dir /tmp/flannel-demo
