@@ -178,6 +178,36 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	go watchConfig(ctx, sm, rawCfg, log)
 
+	blackholes := func() {}
+	if c.BlackholeRoute {
+		// Re-checked every resync period, as upstream's loop does.
+		blackholes = func() {
+			for _, p := range []netip.Prefix{lease.Subnet, lease.IPv6Subnet} {
+				if !p.IsValid() {
+					continue
+				}
+				if added, err := firewall.EnsureBlackholeRoute(nil, p); err != nil {
+					log.Warn("Could not add the blackhole route", "subnet", p, "err", err)
+				} else if added {
+					log.Info("Added blackhole route", "subnet", p)
+				}
+			}
+		}
+		blackholes()
+		go func() {
+			t := time.NewTicker(time.Duration(c.IPTablesResync) * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					blackholes()
+				}
+			}
+		}()
+	}
+
 	ticker := time.NewTicker(c.ReconcilePeriod)
 	defer ticker.Stop()
 	lastCount := -1
@@ -343,16 +373,6 @@ func setupFirewall(ctx context.Context, c *config, netCfg *subnet.Config, lease 
 	log.Info(fmt.Sprintf("Starting flannel in %s mode...", mode))
 	if err := fw.Apply(ctx, want); err != nil {
 		return nil, fmt.Errorf("install traffic rules: %w", err)
-	}
-	if c.BlackholeRoute {
-		for _, p := range []netip.Prefix{lease.Subnet, lease.IPv6Subnet} {
-			if !p.IsValid() {
-				continue
-			}
-			if _, err := firewall.EnsureBlackholeRoute(nil, p); err != nil {
-				log.Warn("Could not add the blackhole route", "subnet", p, "err", err)
-			}
-		}
 	}
 	return fw, nil
 }
