@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/flannelng/flannel/backend/kernel"
 	"github.com/flannelng/flannel/subnet"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	// the test's threads.
 	NetnsPath string
 	Log       *slog.Logger
+	// OnPass, when set, sees a report of every kernel reconcile pass
+	// (metrics).
+	OnPass func(kernel.PassReport)
 }
 
 // Backend is one data-plane implementation.

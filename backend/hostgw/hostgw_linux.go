@@ -62,6 +62,7 @@ func (b *hostgwBackend) Configure(ctx context.Context, own subnet.Lease) (backen
 		Networks: networks,
 		ExtIndex: b.cfg.Ext.Index,
 		Log:      b.log,
+		OnPass:   b.cfg.OnPass,
 	})
 	if err != nil {
 		h.Close()

@@ -39,6 +39,8 @@ type Config struct {
 	// FullResyncInterval defaults to DefaultFullResyncInterval.
 	FullResyncInterval time.Duration
 	Log                *slog.Logger
+	// OnPass, when set, is called after every pass (metrics).
+	OnPass func(PassReport)
 }
 
 // Reconciler keeps routes, neighbour and FDB entries as a backend wants
@@ -63,8 +65,9 @@ type Reconciler struct {
 	dirty   atomic.Bool
 	changed chan struct{}
 
-	ext   extState
-	watch *watcher
+	ext    extState
+	watch  *watcher
+	onPass func(PassReport)
 }
 
 // NewReconciler starts the kernel subscriptions of cfg.Handle's namespace
@@ -90,6 +93,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		failures: map[string]string{},
 		warned:   map[string]string{},
 		changed:  make(chan struct{}, 1),
+		onPass:   cfg.OnPass,
 	}
 	if r.interval <= 0 {
 		r.interval = DefaultFullResyncInterval
@@ -159,8 +163,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 	// Clear the dirty flag before reading anything: a change that lands
 	// while this pass runs marks the next pass full again.
 	dirty := r.dirty.Swap(false)
+	report := PassReport{Repair: dirty && r.synced, Writes: map[[2]string]int{}}
+	if r.onPass != nil {
+		began := time.Now()
+		defer func() {
+			report.Duration = time.Since(began)
+			r.onPass(report)
+		}()
+	}
 	full := dirty || !r.synced || time.Since(r.lastFull) >= r.interval
 	adopt := !r.synced
+	report.Full = full
 
 	state, prepErr := prepare(ctx, full)
 	ix, conflicts := buildIndex(state)
@@ -190,7 +203,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 	}
 
 	ops := plan(ix, r.cache)
-	applyErrs, suspect := r.apply(ctx, ops)
+	applyErrs, suspect := r.apply(ctx, ops, report.Writes)
+	report.Errors = len(applyErrs)
 	errs = append(errs, applyErrs...)
 	if prepErr != nil || suspect {
 		// The backend could not check its devices, or an FDB entry was
@@ -286,7 +300,7 @@ func (r *Reconciler) read(ix *index, adopt bool) (*cache, error) {
 
 // apply runs the writes in order. A failure is recorded for its object
 // and does not stop the others.
-func (r *Reconciler) apply(ctx context.Context, ops []op) (errs []error, suspect bool) {
+func (r *Reconciler) apply(ctx context.Context, ops []op, writes map[[2]string]int) (errs []error, suspect bool) {
 	for _, o := range ops {
 		if err := ctx.Err(); err != nil {
 			return append(errs, err), suspect
@@ -322,6 +336,7 @@ func (r *Reconciler) apply(ctx context.Context, ops []op) (errs []error, suspect
 			delete(r.failures, key)
 		}
 		r.cache.record(o)
+		writes[[2]string{o.kind.object(), o.kind.verb()}]++
 	}
 	return errs, suspect
 }

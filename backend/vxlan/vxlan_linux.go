@@ -194,6 +194,7 @@ func (b *vxlanBackend) Configure(ctx context.Context, own subnet.Lease) (backend
 		Networks: networks,
 		ExtIndex: b.cfg.Ext.Index,
 		Log:      b.log,
+		OnPass:   b.cfg.OnPass,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("vxlan backend: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/flannelng/flannel/ip"
 	"github.com/flannelng/flannel/pkg/firewall"
 	"github.com/flannelng/flannel/pkg/health"
+	"github.com/flannelng/flannel/pkg/metrics"
 	"github.com/flannelng/flannel/pkg/sdnotify"
 	"github.com/flannelng/flannel/subnet"
 	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
@@ -23,11 +25,12 @@ import (
 func run(ctx context.Context, c *config, log *slog.Logger) error {
 	log.Info("Starting flanneld", "version", version, "etcd", c.Etcd.String(), "prefix", c.Prefix, "subnetFile", c.SubnetFile)
 
+	mx := metrics.New()
 	var hs *health.Server
 	if c.HealthzPort > 0 {
 		addr := net.JoinHostPort(c.HealthzIP, strconv.Itoa(c.HealthzPort))
 		var err error
-		if hs, err = health.Listen(addr, nil); err != nil {
+		if hs, err = health.Listen(addr, map[string]http.Handler{"/metrics": mx.Handler()}); err != nil {
 			return err
 		}
 		log.Info("Start healthz server on " + hs.Addr().String())
@@ -44,6 +47,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	defer cli.Close()
 	sm := etcdsubnet.New(cli, etcdsubnet.Options{
 		Prefix: c.Prefix, TTL: c.LeaseTTL, RenewMargin: time.Duration(c.RenewMargin) * time.Minute, Log: log,
+		OnRequest: mx.EtcdRequest, OnWatchRestart: mx.WatchRestart, OnLease: func(l subnet.Lease) { setExpiry(mx, l) },
 	})
 
 	prevEnv, err := subnet.ReadEnvFile(c.SubnetFile)
@@ -76,7 +80,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	be, err := factory(backend.Config{
 		EnableIPv4: netCfg.EnableIPv4, EnableIPv6: netCfg.EnableIPv6,
 		Network: netCfg.Network, IPv6Network: netCfg.IPv6Network,
-		Raw: netCfg.Backend, Ext: ext, Log: log,
+		Raw: netCfg.Backend, Ext: ext, Log: log, OnPass: mx.Pass,
 	})
 	if err != nil {
 		return fmt.Errorf("create %s backend: %w", netCfg.BackendType, err)
@@ -108,13 +112,14 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if err != nil {
 		return nil // cancelled
 	}
+	setExpiry(mx, lease)
 	nw, err := be.Configure(ctx, lease)
 	if err != nil {
 		return fmt.Errorf("configure %s backend for %s: %w", netCfg.BackendType, lease, err)
 	}
 	defer nw.Close()
 
-	fw, err := setupFirewall(ctx, c, netCfg, lease, prevEnv, log)
+	fw, err := setupFirewall(ctx, c, netCfg, lease, prevEnv, log, mx)
 	if err != nil {
 		return err
 	}
@@ -144,6 +149,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 				log.Warn("Initial data-plane reconcile had errors; retrying on the next pass", "err", err)
 			}
 			log.Info("Data plane programmed", "peers", len(peers))
+			publishLeases(mx, netCfg, peers)
 			break
 		}
 		select {
@@ -165,6 +171,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	log.Info("Wrote subnet file to " + c.SubnetFile)
 	hs.SetReady(true)
+	mx.Ready.Set(1)
 	log.Info("flannel is ready")
 	if _, err := sdnotify.Notify("READY=1"); err != nil {
 		log.Warn("Could not notify systemd", "err", err)
@@ -226,6 +233,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		case <-ticker.C:
 		}
 		peers, _ := peersOf()
+		publishLeases(mx, netCfg, peers)
 		if len(peers) != lastCount {
 			log.Info("Peers changed", "peers", len(peers))
 			lastCount = len(peers)
@@ -234,6 +242,35 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			log.Debug("reconcile pass had errors", "err", err)
 		}
 	}
+}
+
+// publishLeases sets the lease gauges: all leases (ours included) and the
+// IPv4 subnets still free in the range.
+func publishLeases(mx *metrics.Metrics, cfg *subnet.Config, peers []subnet.Lease) {
+	mx.Leases.Set(float64(len(peers) + 1))
+	if !cfg.EnableIPv4 {
+		return
+	}
+	used := 1
+	for _, p := range peers {
+		if cfg.Compatible(p.Subnet, p.IPv6Subnet) || (p.Subnet.IsValid() && p.Subnet.Bits() == cfg.SubnetLen && cfg.Network.Contains(p.Subnet.Addr())) {
+			used++
+		}
+	}
+	free := int64(cfg.SubnetCount(false)) - int64(used)
+	if free < 0 {
+		free = 0
+	}
+	mx.SubnetsFree.Set(float64(free))
+}
+
+// setExpiry publishes our lease's expiry (0 for a reservation).
+func setExpiry(mx *metrics.Metrics, l subnet.Lease) {
+	if l.IsReservation() {
+		mx.LeaseExpiry.Set(0)
+		return
+	}
+	mx.LeaseExpiry.Set(float64(l.Expiration.Unix()))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -337,7 +374,7 @@ func externalInterface(c *config, netCfg *subnet.Config, log *slog.Logger) (back
 
 // setupFirewall cleans up the other mode's rules and installs ours. It
 // returns nil when there is nothing to keep.
-func setupFirewall(ctx context.Context, c *config, netCfg *subnet.Config, lease subnet.Lease, prev subnet.Env, log *slog.Logger) (firewall.Manager, error) {
+func setupFirewall(ctx context.Context, c *config, netCfg *subnet.Config, lease subnet.Lease, prev subnet.Env, log *slog.Logger, mx *metrics.Metrics) (firewall.Manager, error) {
 	mode := firewall.ModeIPTables
 	if netCfg.EnableNFTables {
 		mode = firewall.ModeNFTables
@@ -349,7 +386,7 @@ func setupFirewall(ctx context.Context, c *config, netCfg *subnet.Config, lease 
 	if netCfg.EnableIPv6 {
 		want.IPv6Network, want.IPv6Subnet = netCfg.IPv6Network, lease.IPv6Subnet
 	}
-	fw, err := firewall.New(ctx, mode, firewall.Options{Logger: log, Resync: time.Duration(c.IPTablesResync) * time.Second})
+	fw, err := firewall.New(ctx, mode, firewall.Options{Logger: log, Resync: time.Duration(c.IPTablesResync) * time.Second, OnRepair: mx.FirewallRepair})
 	if err != nil {
 		if !c.IPMasq && !c.IPTablesForwardRule {
 			log.Warn("No packet filter tools found; running without traffic rules", "err", err)

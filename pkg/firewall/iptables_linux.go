@@ -24,6 +24,7 @@ type IPTables struct {
 	cfg *Config // effective config of the last Apply
 
 	afterPass func() // test hook, called after each resync pass
+	onRepair  func(table string)
 }
 
 var _ Manager = (*IPTables)(nil)
@@ -60,7 +61,7 @@ func NewIPTables(ctx context.Context, opts Options) (*IPTables, error) {
 }
 
 func newIPTables(x *xtables, opts Options, randomFully bool) *IPTables {
-	return &IPTables{x: x, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, randomFully: randomFully}
+	return &IPTables{x: x, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, randomFully: randomFully, onRepair: opts.OnRepair}
 }
 
 // Mode implements Manager.
@@ -151,6 +152,9 @@ func (m *IPTables) sync(ctx context.Context, cfg Config, resync bool) error {
 			switch {
 			case resync:
 				m.log.Info("Some iptables rules are missing; deleting and recreating rules", "family", f.String(), "table", def.table, "chain", def.name)
+				if m.onRepair != nil {
+					m.onRepair(f.String() + " " + def.table)
+				}
 			case w == nil:
 				m.log.Info("Removing iptables chain no longer configured", "family", f.String(), "table", def.table, "chain", def.name)
 			default:

@@ -54,6 +54,9 @@ type Options struct {
 	IPTables *IPTablesCommands
 	// NFT is the nft program name; "" means "nft".
 	NFT string
+	// OnRepair, when set, is called each time a resync finds our rules
+	// changed behind our back and rewrites them (metrics).
+	OnRepair func(table string)
 }
 
 func (o Options) withDefaults() Options {

@@ -23,6 +23,7 @@ type NFTables struct {
 	cfg *Config
 
 	afterPass func() // test hook, called after each resync pass
+	onRepair  func(table string)
 }
 
 var _ Manager = (*NFTables)(nil)
@@ -31,7 +32,7 @@ var _ Manager = (*NFTables)(nil)
 // never committed, that nft works and whether it accepts fully-random.
 func NewNFTables(ctx context.Context, opts Options) (*NFTables, error) {
 	opts = opts.withDefaults()
-	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT}
+	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, onRepair: opts.OnRepair}
 	if _, err := m.runner.Run(ctx, m.nft, []byte(nftProbe(true)), "--check", "-f", "-"); err == nil {
 		m.fullyRandom = true
 	} else if _, err2 := m.runner.Run(ctx, m.nft, []byte(nftProbe(false)), "--check", "-f", "-"); err2 == nil {
@@ -98,6 +99,9 @@ func (m *NFTables) sync(ctx context.Context, cfg Config, resync bool) error {
 		switch {
 		case resync:
 			m.log.Info("Some nftables rules are missing; deleting and recreating rules", "table", t.String())
+			if m.onRepair != nil {
+				m.onRepair(t.String())
+			}
 		case want == "":
 			m.log.Info("Removing nftables table no longer configured", "table", t.String())
 		default:

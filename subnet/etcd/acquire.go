@@ -321,6 +321,9 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 		}
 		own = l
 		m.log.Info("Lease re-acquired", "subnet", own.String())
+		if m.opt.OnLease != nil {
+			m.opt.OnLease(own)
+		}
 		return nil
 	}
 	restartWatch := func() {
@@ -347,6 +350,9 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 			default:
 				own.Expiration = time.Now().Add(ttl)
 				m.log.Info(fmt.Sprintf("Lease renewed, new expiration: %s", own.Expiration.UTC().Format(time.RFC3339)))
+				if m.opt.OnLease != nil {
+					m.opt.OnLease(own)
+				}
 			}
 			timer.Reset(renewIn())
 		case resp, ok := <-events:

@@ -27,6 +27,16 @@ type Options struct {
 	RenewMargin time.Duration // renew this long before expiry, default 1h
 	RPCTimeout  time.Duration // per request, default 5s
 	Log         *slog.Logger
+	// OnRequest, when set, sees every etcd request: its kind (the first
+	// word: get, list, grant, create, update, renew, delete, revoke), how
+	// long it took and its error (metrics).
+	OnRequest func(kind string, d time.Duration, err error)
+	// OnWatchRestart, when set, is called when the lease watch is
+	// re-established; relist is true after a compaction.
+	OnWatchRestart func(relist bool)
+	// OnLease, when set, sees our lease whenever Keep renews or re-creates
+	// it.
+	OnLease func(subnet.Lease)
 }
 
 // Manager reads the config and keeps our lease in etcd.
@@ -82,7 +92,12 @@ func (m *Manager) KeyFor(l subnet.Lease) string { return m.SubnetsPrefix() + l.K
 func (m *Manager) rpc(ctx context.Context, what string, fn func(context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, m.opt.RPCTimeout)
 	defer cancel()
+	began := time.Now()
 	err := fn(cctx)
+	if m.opt.OnRequest != nil && ctx.Err() == nil {
+		kind, _, _ := strings.Cut(what, " ")
+		m.opt.OnRequest(kind, time.Since(began), err)
+	}
 	if err != nil && ctx.Err() == nil && isUnavailable(err) {
 		m.mu.Lock()
 		if m.unreachable.IsZero() {

@@ -106,6 +106,9 @@ func (w *Watcher) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if m.opt.OnWatchRestart != nil {
+			m.opt.OnWatchRestart(needList)
+		}
 		if !needList {
 			m.log.Info("etcd watch for " + m.SubnetsPrefix() + " closed, reconnecting")
 			if !sleep() {
