@@ -127,18 +127,28 @@ func Taken(leases []Lease) []netip.Prefix {
 func (c *Config) Pick(leases []Lease, rnd *rand.Rand) (v4, v6 netip.Prefix, err error) {
 	taken := Taken(leases)
 	if c.EnableIPv4 {
-		free := FreeSubnets(c.SubnetMin, c.SubnetMax, c.SubnetLen, taken, candidates)
-		if len(free) == 0 {
-			return v4, v6, &ErrNoFreeSubnet{"IPv4", c.SubnetMin, c.SubnetMax, c.SubnetLen, len(leases)}
+		if v4, err = c.PickFamily(false, taken, len(leases), rnd); err != nil {
+			return v4, v6, err
 		}
-		v4 = free[rnd.IntN(len(free))]
 	}
 	if c.EnableIPv6 {
-		free := FreeSubnets(c.IPv6SubnetMin, c.IPv6SubnetMax, c.IPv6SubnetLen, taken, candidates)
-		if len(free) == 0 {
-			return v4, v6, &ErrNoFreeSubnet{"IPv6", c.IPv6SubnetMin, c.IPv6SubnetMax, c.IPv6SubnetLen, len(leases)}
+		if v6, err = c.PickFamily(true, taken, len(leases), rnd); err != nil {
+			return v4, v6, err
 		}
-		v6 = free[rnd.IntN(len(free))]
 	}
 	return v4, v6, nil
+}
+
+// PickFamily chooses one free subnet of a family; leases is only used in the
+// error message.
+func (c *Config) PickFamily(v6 bool, taken []netip.Prefix, leases int, rnd *rand.Rand) (netip.Prefix, error) {
+	fam, min, max, bits := "IPv4", c.SubnetMin, c.SubnetMax, c.SubnetLen
+	if v6 {
+		fam, min, max, bits = "IPv6", c.IPv6SubnetMin, c.IPv6SubnetMax, c.IPv6SubnetLen
+	}
+	free := FreeSubnets(min, max, bits, taken, candidates)
+	if len(free) == 0 {
+		return netip.Prefix{}, &ErrNoFreeSubnet{fam, min, max, bits, leases}
+	}
+	return free[rnd.IntN(len(free))], nil
 }

@@ -294,6 +294,16 @@ func (c *Config) Compatible(v4, v6 netip.Prefix) bool {
 	return true
 }
 
+// CompatibleV4 reports whether p fits the IPv4 range and length.
+func (c *Config) CompatibleV4(p netip.Prefix) bool {
+	return c.EnableIPv4 && p.IsValid() && p.Bits() == c.SubnetLen && inRange(p.Addr(), c.SubnetMin, c.SubnetMax)
+}
+
+// CompatibleV6 reports whether p fits the IPv6 range and length.
+func (c *Config) CompatibleV6(p netip.Prefix) bool {
+	return c.EnableIPv6 && p.IsValid() && p.Bits() == c.IPv6SubnetLen && inRange(p.Addr(), c.IPv6SubnetMin, c.IPv6SubnetMax)
+}
+
 func inRange(a, min, max netip.Addr) bool {
 	return a.BitLen() == min.BitLen() && a.Compare(min) >= 0 && a.Compare(max) <= 0
 }

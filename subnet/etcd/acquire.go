@@ -88,70 +88,98 @@ func (m *Manager) acquireOnce(ctx context.Context, cfg *subnet.Config, attrs sub
 	if err != nil {
 		return subnet.Lease{}, err
 	}
-	if own := FindOwn(leases, cfg, attrs); own != nil {
-		if cfg.Compatible(own.Subnet, own.IPv6Subnet) {
-			m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", own.Subnet, own.IPv6Subnet, attrs.PublicIP))
-			return m.adopt(ctx, *own, attrs)
+	own := FindOwn(leases, cfg, attrs)
+	if own != nil && cfg.Compatible(own.Subnet, own.IPv6Subnet) {
+		m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", own.Subnet, own.IPv6Subnet, attrs.PublicIP))
+		return m.adopt(ctx, *own, attrs)
+	}
+	others := leases
+	if own != nil {
+		others = make([]subnet.Lease, 0, len(leases))
+		for _, l := range leases {
+			if m.KeyFor(l) != m.KeyFor(*own) {
+				others = append(others, l)
+			}
 		}
-		m.log.Warn(fmt.Sprintf("Found lease (%v) for current IP (%v) but not compatible with current config, deleting", own, attrs.PublicIP))
-		if err := m.deleteIfUnchanged(ctx, *own); err != nil {
+	}
+	taken := subnet.Taken(others)
+
+	// Each family's subnet comes from our own lease when that half still
+	// fits (an IPv4-only lease upgraded to dual stack keeps its IPv4
+	// subnet), else from the previous subnet.env when it fits and is free,
+	// else from the free ones.
+	var want4, want6 netip.Prefix
+	if own != nil {
+		if cfg.EnableIPv4 && cfg.CompatibleV4(own.Subnet) {
+			want4 = own.Subnet
+		}
+		if cfg.EnableIPv6 && cfg.CompatibleV6(own.IPv6Subnet) {
+			want6 = own.IPv6Subnet
+		}
+		m.log.Warn(fmt.Sprintf("Found lease (%v) for current IP (%v) but not compatible with current config, replacing it", own, attrs.PublicIP),
+			"keeping", subnet.Lease{Subnet: want4, IPv6Subnet: want6}.String())
+	}
+	if prev.Subnet.IsValid() && cfg.EnableIPv4 && !want4.IsValid() {
+		want4 = m.previous(cfg.CompatibleV4(prev.Subnet), prev.Subnet, taken)
+	}
+	if prev.IPv6Subnet.IsValid() && cfg.EnableIPv6 && !want6.IsValid() {
+		want6 = m.previous(cfg.CompatibleV6(prev.IPv6Subnet), prev.IPv6Subnet, taken)
+	}
+	picked := false
+	if cfg.EnableIPv4 && !want4.IsValid() {
+		m.log.Info(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
+		m.rndM.Lock()
+		want4, err = cfg.PickFamily(false, taken, len(others), m.rnd)
+		m.rndM.Unlock()
+		if err != nil {
 			return subnet.Lease{}, err
 		}
-		return subnet.Lease{}, errTryAgain
+		picked = true
 	}
-	taken := subnet.Taken(leases)
-	if p4, p6 := prevSubnets(cfg, prev); p4.IsValid() || p6.IsValid() {
-		switch {
-		case !cfg.Compatible(p4, p6):
-			m.log.Info(fmt.Sprintf("Found previously leased subnet (%v) that is not compatible with the Etcd network config, ignoring", subnet.Lease{Subnet: p4, IPv6Subnet: p6}))
-		case subnet.Overlaps(p4, taken) || (p6.IsValid() && subnet.Overlaps(p6, taken)):
-			// #1182: a stale subnet.env must not make two nodes share a subnet.
-			m.log.Warn("Previously leased subnet is now held by another node, not reusing it", "subnet", subnet.Lease{Subnet: p4, IPv6Subnet: p6}.String())
-		default:
-			m.log.Info(fmt.Sprintf("Found previously leased subnet (%v), reusing", subnet.Lease{Subnet: p4, IPv6Subnet: p6}))
-			return m.create(ctx, p4, p6, attrs, rev, reuse)
-		}
-	}
-	if cfg.EnableIPv4 {
-		m.log.Info(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
-	}
-	if cfg.EnableIPv6 {
+	if cfg.EnableIPv6 && !want6.IsValid() {
 		m.log.Info(fmt.Sprintf("Picking ipv6 subnet in range %s ... %s", cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
+		m.rndM.Lock()
+		want6, err = cfg.PickFamily(true, taken, len(others), m.rnd)
+		m.rndM.Unlock()
+		if err != nil {
+			return subnet.Lease{}, err
+		}
+		picked = true
 	}
-	m.rndM.Lock()
-	p4, p6, err := cfg.Pick(leases, m.rnd)
-	m.rndM.Unlock()
-	if err != nil {
-		return subnet.Lease{}, err
+	if own != nil && !own.IsReservation() && reuse == 0 {
+		reuse = own.EtcdLease
 	}
-	l, err := m.create(ctx, p4, p6, attrs, rev, reuse)
-	if err == nil {
+	l, err := m.create(ctx, want4, want6, attrs, rev, reuse, own)
+	if err == nil && picked {
 		m.log.Info(fmt.Sprintf("Allocated lease (ip: %v ipv6: %v) to current node (%v) ", l.Subnet, l.IPv6Subnet, attrs.PublicIP))
 	}
 	return l, err
 }
 
-func prevSubnets(cfg *subnet.Config, prev subnet.Env) (v4, v6 netip.Prefix) {
-	if cfg.EnableIPv4 {
-		v4 = prev.Subnet
+// previous returns p, the subnet of the previous subnet.env, when it is
+// compatible and no other lease overlaps it.
+func (m *Manager) previous(compatible bool, p netip.Prefix, taken []netip.Prefix) netip.Prefix {
+	switch {
+	case !compatible:
+		m.log.Info(fmt.Sprintf("Found previously leased subnet (%v) that is not compatible with the Etcd network config, ignoring", p))
+	case subnet.Overlaps(p, taken):
+		// #1182: a stale subnet.env must not make two nodes share a subnet.
+		m.log.Warn("Previously leased subnet is now held by another node, not reusing it", "subnet", p.String())
+	default:
+		m.log.Info(fmt.Sprintf("Found previously leased subnet (%v), reusing", p))
+		return p
 	}
-	if cfg.EnableIPv6 {
-		v6 = prev.IPv6Subnet
-	}
-	if cfg.EnableIPv4 && !v4.IsValid() {
-		return netip.Prefix{}, netip.Prefix{}
-	}
-	if cfg.EnableIPv6 && !v6.IsValid() {
-		return netip.Prefix{}, netip.Prefix{}
-	}
-	return v4, v6
+	return netip.Prefix{}
 }
 
 // create writes a new lease key attached to a fresh etcd lease. The
 // transaction succeeds only if the key does not exist and no lease key
 // changed since the listing at rev, so a subnet that overlaps a lease
 // written meanwhile (whatever its length) can never be handed out.
-func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64) (subnet.Lease, error) {
+//
+// replace, when set, is our old key (an incompatible lease): it is deleted
+// in the same transaction, provided nobody changed it since the listing.
+func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64, replace *subnet.Lease) (subnet.Lease, error) {
 	if !v4.IsValid() && !v6.IsValid() {
 		return subnet.Lease{}, fmt.Errorf("no subnet to create")
 	}
@@ -179,10 +207,22 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 	}
 	var txn *clientv3.TxnResponse
 	err = m.rpc(ctx, "create "+key, func(ctx context.Context) (err error) {
-		txn, err = m.cli.Txn(ctx).If(
-			clientv3.Compare(clientv3.Version(key), "=", 0),
+		conds := []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(m.SubnetsPrefix()), "<", rev+1).WithPrefix(),
-		).Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).Commit()
+		}
+		var ops []clientv3.Op
+		if replace != nil {
+			oldKey := m.KeyFor(*replace)
+			conds = append(conds, clientv3.Compare(clientv3.ModRevision(oldKey), "=", replace.ModRevision))
+			if oldKey != key {
+				ops = append(ops, clientv3.OpDelete(oldKey))
+				conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
+			}
+		} else {
+			conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
+		}
+		ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID)))
+		txn, err = m.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
 		return err
 	})
 	if (err != nil || !txn.Succeeded) && reuse == 0 {

@@ -460,3 +460,77 @@ func TestWatcherSurvivesRestartAndCompaction(t *testing.T) {
 	}
 	waitSet(3, 4, 5)
 }
+
+// A network switched from IPv4-only to dual stack: upstream panics on the
+// existing IPv4-only leases; here each node keeps its IPv4 subnet, gains
+// an IPv6 one, and its key is replaced in one transaction.
+func TestUpgradeToDualStack(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	ctx := ctxT(t, 30*time.Second)
+	v4cfg := putConfig(t, cli, "/coreos.com/network", `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	m, log := newManager(t, cli, Options{})
+	a, err := m.Acquire(ctx, v4cfg, vxAttrs("192.168.50.1", "02:00:00:00:00:01"), subnet.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another node's IPv4-only lease stays around.
+	if _, err := m.Acquire(ctx, v4cfg, vxAttrs("192.168.50.2", "02:00:00:00:00:02"), subnet.Env{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	dual := putConfig(t, cli, "/coreos.com/network", `{"EnableIPv6":true,"Network":"10.5.0.0/16","IPv6Network":"fd00:10::/56","Backend":{"Type":"vxlan"}}`)
+	attrs := vxAttrs("192.168.50.1", "02:00:00:00:00:01")
+	attrs.PublicIPv6 = netip.MustParseAddr("fd00:50::1")
+	b, err := m.Acquire(ctx, dual, attrs, subnet.Env{Subnet: a.Subnet}, nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	if b.Subnet != a.Subnet || !b.IPv6Subnet.IsValid() || b.IPv6Subnet.Bits() != 64 || b.EtcdLease != a.EtcdLease {
+		t.Fatalf("upgraded lease %+v from %+v", b, a)
+	}
+	resp, _ := cli.Get(ctx, "/coreos.com/network/subnets/", clientv3.WithPrefix())
+	if len(resp.Kvs) != 2 {
+		t.Fatalf("%d keys after the upgrade", len(resp.Kvs))
+	}
+	want := "/coreos.com/network/subnets/" + subnet.MakeKey(a.Subnet, b.IPv6Subnet)
+	found := false
+	for _, kv := range resp.Kvs {
+		found = found || string(kv.Key) == want
+	}
+	if !found {
+		t.Errorf("no key %s", want)
+	}
+	assertOneEtcdLeasePerKey(t, cli, 2)
+}
+
+func TestIPv6OnlyLeases(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	ctx := ctxT(t, 30*time.Second)
+	cfg := putConfig(t, cli, "/coreos.com/network", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10::/56","Backend":{"Type":"host-gw"}}`)
+	m, _ := newManager(t, cli, Options{})
+	attrs := func(ip string) subnet.LeaseAttrs {
+		return subnet.LeaseAttrs{PublicIPv6: netip.MustParseAddr(ip), BackendType: "host-gw"}
+	}
+	a, err := m.Acquire(ctx, cfg, attrs("fd00:30::11"), subnet.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second IPv6-only node must not match the first one's lease (upstream
+	// compares PublicIP 0.0.0.0 and would).
+	b, err := m.Acquire(ctx, cfg, attrs("fd00:30::12"), subnet.Env{}, nil)
+	if err != nil || b.IPv6Subnet == a.IPv6Subnet {
+		t.Fatalf("second node: %v %v", b, err)
+	}
+	again, err := m.Acquire(ctx, cfg, attrs("fd00:30::11"), subnet.Env{}, nil)
+	if err != nil || again.IPv6Subnet != a.IPv6Subnet {
+		t.Fatalf("restart: %v %v", again, err)
+	}
+	resp, _ := cli.Get(ctx, m.KeyFor(a))
+	if len(resp.Kvs) != 1 || !strings.HasPrefix(m.KeyFor(a), "/coreos.com/network/subnets/0.0.0.0-0&fd00:10:") {
+		t.Fatalf("key %s", m.KeyFor(a))
+	}
+	if v := string(resp.Kvs[0].Value); v != `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:30::11","BackendType":"host-gw"}` {
+		t.Errorf("value %s", v)
+	}
+}
