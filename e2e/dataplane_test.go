@@ -333,13 +333,17 @@ func TestPrivilegedTwoNetworksSideBySide(t *testing.T) {
 	if _, err := cli.Put(ctx, "/kubernetes/network/config", `{"Network":"10.6.0.0/16","Backend":{"Type":"vxlan","VNI":2,"Port":4789}}`); err != nil {
 		t.Fatal(err)
 	}
+	var procs []*lab.Process
 	for _, h := range l.Hosts() {
-		if _, err := l.StartFlanneld(h); err != nil {
+		p1, err := l.StartFlanneld(h)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.StartFlanneld(h, "--etcd-prefix=/kubernetes/network", "--subnet-file="+h.Dir+"/second.env"); err != nil {
+		p2, err := l.StartFlanneld(h, "--etcd-prefix=/kubernetes/network", "--subnet-file="+h.Dir+"/second.env")
+		if err != nil {
 			t.Fatal(err)
 		}
+		procs = append(procs, p1, p2)
 	}
 	for _, h := range l.Hosts() {
 		h := h
@@ -375,5 +379,13 @@ func TestPrivilegedTwoNetworksSideBySide(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// The two daemons mark their routes alike but must not fight over
+	// them.
+	time.Sleep(time.Second)
+	for _, p := range procs {
+		if strings.Contains(p.Log(), "unexpected route") || strings.Contains(p.Log(), "deleted\"") {
+			t.Errorf("daemons fight over routes:\n%s", p.Log())
+		}
 	}
 }

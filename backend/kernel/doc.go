@@ -8,7 +8,9 @@
 //
 //   - Ownership. Routes we install carry route protocol RouteProtocol (45),
 //     so after a restart our stale routes can be told from other programs'
-//     routes; routes that are not ours are never deleted. Permanent
+//     routes; routes that are not ours are never deleted. A marked route is
+//     ours only on our own devices or inside our overlay networks: a second
+//     flanneld on the node (another overlay) marks its routes the same way. Permanent
 //     neighbour and FDB entries on our tunnel devices are all ours. For
 //     in-place upgrades from upstream flanneld (whose routes are "proto
 //     boot"), two more rules apply: a route on one of our devices whose

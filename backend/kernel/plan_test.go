@@ -234,7 +234,11 @@ func TestOwnsRoute(t *testing.T) {
 		adopt bool
 		want  bool
 	}{
-		{"our protocol anywhere", route("192.0.2.0/24", "172.31.0.9", 2, RouteProtocol), false, true},
+		{"our protocol inside the network", route("10.5.9.0/24", "172.31.0.9", 2, RouteProtocol), false, true},
+		// Another flanneld on the node (another Network) marks its routes
+		// the same way: not ours.
+		{"our protocol outside the network", route("192.0.2.0/24", "172.31.0.9", 2, RouteProtocol), false, false},
+		{"our protocol on our device", route("192.0.2.0/24", "192.0.2.0", 5, RouteProtocol), false, true},
 		{"upstream vxlan route on our device", route("10.5.2.0/24", "10.5.2.0", 5, protoBoot), false, true},
 		{"static route on our device inside the network", route("10.5.2.0/24", "10.5.2.0", 5, 4), false, true},
 		{"the whole network on our device (old flannel)", route("10.5.0.0/16", "", 5, protoBoot), false, true},

@@ -291,10 +291,16 @@ func (o owner) inside(dst netip.Prefix, strict bool) bool {
 // ownsRoute applies the ownership rules described in the package comment.
 // adopt is true during the first full pass only.
 func (o owner) ownsRoute(r observedRoute, devices map[int]Device, adopt bool) bool {
+	_, onDevice := devices[r.LinkIndex]
+	onDevice = onDevice && r.LinkIndex > 0
 	if r.Protocol == RouteProtocol {
-		return true
+		// Our mark, on our own device or for a destination inside our
+		// networks: a second flanneld on the node (another prefix, VNI
+		// and Network) marks its routes the same way, and the two must
+		// not delete each other's routes.
+		return onDevice || o.inside(r.Dst, false)
 	}
-	if _, onDevice := devices[r.LinkIndex]; onDevice && r.LinkIndex > 0 {
+	if onDevice {
 		return r.Protocol != protoKernel && r.Protocol != protoRA && o.inside(r.Dst, false)
 	}
 	return adopt && r.Protocol == protoBoot && r.Gw.IsValid() && o.extIndex > 0 &&
