@@ -1,6 +1,13 @@
 package dist
 
-import "strings"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
 
 // flagKind tells how a documented default is compared.
 type flagKind int
@@ -19,55 +26,87 @@ type daemonFlag struct {
 	kind flagKind
 }
 
-// daemonFlags is flanneld's flag set: upstream's (flannel-daemon.md 1.2),
-// our aliases --etcd-{ca,cert,key}-file and our additions
-// --subnet-lease-ttl and --reconcile-period.
-//
-// TODO(lead): derive this from the daemon's own FlagSet once cmd/flanneld
-// exposes it, so a new flag cannot be left out of flanneld.env.
-var daemonFlags = []daemonFlag{
-	{"etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", kindString},
-	{"etcd-prefix", "/coreos.com/network", kindString},
-	{"etcd-keyfile", "", kindString},
-	{"etcd-certfile", "", kindString},
-	{"etcd-cafile", "", kindString},
-	{"etcd-key-file", "", kindString},
-	{"etcd-cert-file", "", kindString},
-	{"etcd-ca-file", "", kindString},
-	{"etcd-username", "", kindString},
-	{"etcd-password", "", kindString},
-	{"iface", "", kindString},
-	{"iface-regex", "", kindString},
-	{"iface-can-reach", "", kindString},
-	{"subnet-file", "/run/flannel/subnet.env", kindString},
-	{"public-ip", "", kindString},
-	{"public-ipv6", "", kindString},
-	{"subnet-lease-renew-margin", "60", kindInt},
-	{"subnet-lease-ttl", "24h", kindDuration},
-	{"reconcile-period", "10s", kindDuration},
-	{"ip-masq", "false", kindBool},
-	{"ip-masq-fully-random-disable", "false", kindBool},
-	{"kube-subnet-mgr", "false", kindBool},
-	{"kube-api-url", "", kindString},
-	{"kube-annotation-prefix", "flannel.alpha.coreos.com", kindString},
-	{"kubeconfig-file", "", kindString},
-	{"version", "false", kindBool},
-	{"healthz-ip", "0.0.0.0", kindString},
-	{"healthz-port", "0", kindInt},
-	{"iptables-resync", "5", kindInt},
-	{"iptables-forward-rules", "true", kindBool},
-	{"ip-blackhole-route", "false", kindBool},
-	{"net-config-path", "/etc/kube-flannel/net-conf.json", kindString},
-	{"set-node-network-unavailable", "true", kindBool},
-	{"v", "0", kindInt},
-	{"vmodule", "", kindString},
-	{"log_backtrace_at", "", kindString},
+// The daemon's flag set cannot be imported (it lives in package main of
+// cmd/flanneld), so the flags come from the table in
+// docs/configuration.md, which cmd/flanneld/docs_test.go checks against
+// the daemon's FlagSet (names, types, defaults, variables). This package
+// checks flanneld.env, the unit and the manifest against the same table,
+// which ties the three together.
+var daemonFlags, envFlagExempt, flagTableErr = loadFlagTable(filepath.Join("..", "docs", "configuration.md"))
+
+var docCodeSpan = regexp.MustCompile("`([^`]*)`")
+
+// loadFlagTable reads the flag table under "## Flags": columns flag, type,
+// default, variable, origin, meaning. A flag whose variable is "none" has
+// no environment variable (envFlagExempt).
+func loadFlagTable(path string) ([]daemonFlag, map[string]bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	kinds := map[string]flagKind{"string": kindString, "list": kindString, "bool": kindBool, "int": kindInt, "duration": kindDuration}
+	var flags []daemonFlag
+	exempt := map[string]bool{}
+	section, inTable := false, false
+	for n, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "## ") {
+			section = l == "## Flags"
+			continue
+		}
+		if !section || !strings.HasPrefix(l, "|") {
+			inTable = false
+			continue
+		}
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		switch {
+		case !inTable && cells[0] == "flag":
+			inTable = true
+			continue
+		case !inTable || strings.HasPrefix(cells[0], "---"):
+			continue
+		}
+		if len(cells) != 6 {
+			return nil, nil, fmt.Errorf("%s:%d: %d cells, want 6 (flag, type, default, variable, origin, meaning)", path, n+1, len(cells))
+		}
+		name, def := docCodeSpan.FindStringSubmatch(cells[0]), docCodeSpan.FindStringSubmatch(cells[2])
+		if name == nil || def == nil {
+			return nil, nil, fmt.Errorf("%s:%d: the flag and its default must be code spans", path, n+1)
+		}
+		kind, ok := kinds[cells[1]]
+		if !ok {
+			return nil, nil, fmt.Errorf("%s:%d: unknown type %q", path, n+1, cells[1])
+		}
+		f := daemonFlag{name: strings.TrimLeft(name[1], "-"), def: def[1], kind: kind}
+		if f.def == `""` {
+			f.def = ""
+		}
+		if cells[3] == "none" {
+			exempt[f.name] = true
+		} else if v := docCodeSpan.FindStringSubmatch(cells[3]); v == nil || v[1] != envName(f.name) {
+			return nil, nil, fmt.Errorf("%s:%d: --%s: variable %q, want `%s` or none", path, n+1, f.name, cells[3], envName(f.name))
+		}
+		flags = append(flags, f)
+	}
+	if len(flags) == 0 {
+		return nil, nil, fmt.Errorf("%s: no flag table under \"## Flags\"", path)
+	}
+	return flags, exempt, nil
 }
 
-// envFlagExempt are flags with no environment variable in flanneld.env:
-// FLANNELD_VERSION is read only after the --version check, so it does
-// nothing (flannel-daemon.md 1.3).
-var envFlagExempt = map[string]bool{"version": true}
+func TestFlagTableLoads(t *testing.T) {
+	if flagTableErr != nil {
+		t.Fatalf("the flag list comes from docs/configuration.md: %v", flagTableErr)
+	}
+	// The table names the flags the other tests here rely on.
+	for _, name := range []string{"etcd-endpoints", "etcd-prefix", "healthz-port", "ip-masq", "version"} {
+		if _, ok := lookupFlag(name); !ok {
+			t.Errorf("--%s missing from the flag table", name)
+		}
+	}
+}
 
 // envName is the variable flanneld reads for a flag: FLANNELD_ + the name
 // upper-cased with "-" replaced by "_".
