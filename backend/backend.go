@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/flannelng/flannel/backend/kernel"
 	"github.com/flannelng/flannel/subnet"
@@ -45,6 +46,9 @@ type Config struct {
 	// the test's threads.
 	NetnsPath string
 	Log       *slog.Logger
+	// FullResync is the period of full passes (kernel dump and diff);
+	// zero means the kernel package's default.
+	FullResync time.Duration
 	// OnPass, when set, sees a report of every kernel reconcile pass
 	// (metrics).
 	OnPass func(kernel.PassReport)

@@ -63,6 +63,8 @@ func (b *hostgwBackend) Configure(ctx context.Context, own subnet.Lease) (backen
 		ExtIndex: b.cfg.Ext.Index,
 		Log:      b.log,
 		OnPass:   b.cfg.OnPass,
+
+		FullResyncInterval: b.cfg.FullResync,
 	})
 	if err != nil {
 		h.Close()

@@ -195,6 +195,8 @@ func (b *vxlanBackend) Configure(ctx context.Context, own subnet.Lease) (backend
 		ExtIndex: b.cfg.Ext.Index,
 		Log:      b.log,
 		OnPass:   b.cfg.OnPass,
+
+		FullResyncInterval: b.cfg.FullResync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("vxlan backend: %w", err)

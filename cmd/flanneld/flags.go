@@ -95,7 +95,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.PublicIPv6, "public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication")
 	fs.IntVar(&c.RenewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes, ranging from 1 to 1439")
 	fs.DurationVar(&c.LeaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease in etcd (upstream fixes it at 24h)")
-	fs.DurationVar(&c.ReconcilePeriod, "reconcile-period", 10*time.Second, "period of the full data-plane resync (kernel dump and diff)")
+	fs.DurationVar(&c.ReconcilePeriod, "reconcile-period", time.Minute, "period of the full data-plane pass (kernel dump and diff); lease changes and kernel notifications trigger passes in between")
 	fs.BoolVar(&c.IPMasq, "ip-masq", false, "setup IP masquerade rule for traffic destined outside of overlay network")
 	fs.BoolVar(&c.FullyRandomDisable, "ip-masq-fully-random-disable", false, "disable fully-random mode for MASQUERADE")
 	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd (not supported by this build)")

@@ -80,7 +80,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	be, err := factory(backend.Config{
 		EnableIPv4: netCfg.EnableIPv4, EnableIPv6: netCfg.EnableIPv6,
 		Network: netCfg.Network, IPv6Network: netCfg.IPv6Network,
-		Raw: netCfg.Backend, Ext: ext, Log: log, OnPass: mx.Pass,
+		Raw: netCfg.Backend, Ext: ext, Log: log, OnPass: mx.Pass, FullResync: c.ReconcilePeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("create %s backend: %w", netCfg.BackendType, err)
