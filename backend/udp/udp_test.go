@@ -1,0 +1,137 @@
+package udp
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/flannelng/flannel/backend"
+	"github.com/flannelng/flannel/subnet"
+)
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		port    int
+		wantErr string
+	}{
+		{raw: ``, port: 8285},
+		{raw: `null`, port: 8285},
+		{raw: `{"Type":"udp"}`, port: 8285},
+		{raw: `{"Type":"udp","Port":9000}`, port: 9000},
+		{raw: `{"type":"UDP","port":9001}`, port: 9001},
+		{raw: `{"Port":0}`, port: 8285},
+		{raw: `{"Port":65536}`, wantErr: "invalid Backend.Port 65536"},
+		{raw: `{"Port":-1}`, wantErr: "invalid Backend.Port -1"},
+		{raw: `{"Port":"8285"}`, wantErr: "Backend.Port must be of type int"},
+		{raw: `{"Port":`, wantErr: "error decoding UDP backend config"},
+	} {
+		o, err := ParseOptions(json.RawMessage(tc.raw))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want %q", tc.raw, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || o.Port != tc.port {
+			t.Errorf("%s: port %d err %v, want %d", tc.raw, o.Port, err, tc.port)
+		}
+	}
+}
+
+func goodConfig() backend.Config {
+	return backend.Config{
+		EnableIPv4: true,
+		Network:    netip.MustParsePrefix("10.5.0.0/16"),
+		Ext: backend.ExternalInterface{
+			Name: "eth0", Index: 2, MTU: 1500,
+			IfaceAddr: netip.MustParseAddr("172.31.0.1"), ExtAddr: netip.MustParseAddr("172.31.0.1"),
+		},
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	if err := checkConfig(goodConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(*backend.Config)
+		want string
+	}{
+		"ipv6":      {func(c *backend.Config) { c.EnableIPv6 = true }, "IPv6 is not supported"},
+		"no ipv4":   {func(c *backend.Config) { c.EnableIPv4 = false }, "IPv4 is not enabled"},
+		"no iface":  {func(c *backend.Config) { c.Ext.IfaceAddr = netip.Addr{} }, "no IPv4 address to bind"},
+		"no public": {func(c *backend.Config) { c.Ext.ExtAddr = netip.Addr{} }, "no IPv4 public address"},
+		"tiny mtu":  {func(c *backend.Config) { c.Ext.MTU = 90 }, "below IPv4's minimum 68"},
+		"v6 net":    {func(c *backend.Config) { c.Network = netip.MustParsePrefix("fd00::/48") }, "not an IPv4 prefix"},
+	} {
+		c := goodConfig()
+		tc.mod(&c)
+		err := checkConfig(c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func lease(sn, pub, typ string) subnet.Lease {
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: typ}}
+	if sn != "" {
+		l.Subnet = netip.MustParsePrefix(sn)
+	}
+	if pub != "" {
+		l.Attrs.PublicIP = netip.MustParseAddr(pub)
+	}
+	return l
+}
+
+func TestPlanRoutes(t *testing.T) {
+	own := netip.MustParseAddr("172.31.0.1")
+	peers := []subnet.Lease{
+		lease("10.5.2.0/24", "172.31.0.2", "udp"),
+		lease("10.5.3.0/24", "172.31.0.3", ""), // upstream's udp lease
+		lease("10.5.4.0/24", "172.31.0.4", "vxlan"),
+		lease("10.5.5.0/24", "", "udp"),
+		lease("10.5.6.0/24", "172.31.0.1", "udp"),
+		lease("10.5.2.0/24", "172.31.0.9", "udp"),
+		{IPv6Subnet: netip.MustParsePrefix("fd00:0:0:7::/64"), Attrs: subnet.LeaseAttrs{BackendType: "udp", PublicIP: netip.MustParseAddr("172.31.0.7")}},
+	}
+	routes, skipped := planRoutes(peers, 8285, own)
+	want := []route{
+		{netip.MustParsePrefix("10.5.2.0/24"), netip.MustParseAddrPort("172.31.0.2:8285")},
+		{netip.MustParsePrefix("10.5.3.0/24"), netip.MustParseAddrPort("172.31.0.3:8285")},
+	}
+	if len(routes) != len(want) || routes[0] != want[0] || routes[1] != want[1] {
+		t.Fatalf("routes %v, want %v", routes, want)
+	}
+	for key, frag := range map[string]string{
+		"10.5.4.0-24": "Ignoring non-udp subnet 10.5.4.0-24: type=vxlan",
+		"10.5.5.0-24": "no IPv4 public IP",
+		"10.5.6.0-24": "our own public IP",
+		"10.5.2.0-24": "already routed to lease 10.5.2.0-24",
+	} {
+		if !strings.Contains(skipped[key], frag) {
+			t.Errorf("skipped[%s] = %q, want %q", key, skipped[key], frag)
+		}
+	}
+	if len(skipped) != 5 {
+		t.Errorf("skipped %v", skipped)
+	}
+}
+
+// subnet4 is a compact lease description for tests.
+type subnet4 struct{ sn, pub string }
+
+type subnets4 []subnet4
+
+func (s subnets4) leases() []subnet.Lease {
+	ls := make([]subnet.Lease, len(s))
+	for i, x := range s {
+		ls[i] = lease(x.sn, x.pub, BackendType)
+	}
+	return ls
+}
