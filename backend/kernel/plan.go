@@ -77,30 +77,54 @@ func plan(ix *index, c *cache) []op {
 		ops = append(ops, o)
 	}
 
+	// Each table is scanned twice: wanted rows against the cache, then
+	// cached rows against the wanted ones for deletions. The second scan is
+	// skipped when every cached row turned out to be wanted (nothing to
+	// delete: the common case of leases added or unchanged). Every pass
+	// runs this over all rows, so at 5,000 vxlan peers it halves the map
+	// lookups of each lease change.
+	found := 0
 	for k, want := range ix.routes {
-		if have, ok := c.routes[k]; !ok || !have.matches(want) {
+		have, ok := c.routes[k]
+		if ok {
+			found++
+		}
+		if !ok || !have.matches(want) {
 			add(op{kind: opRouteSet, route: want}, k.Dst.String())
 		}
 	}
-	for k, have := range c.routes {
-		if _, wanted := ix.routes[k]; !wanted && have.Owned {
-			add(op{kind: opRouteDel, oldRt: have}, k.Dst.String())
+	if found < len(c.routes) {
+		for k, have := range c.routes {
+			if _, wanted := ix.routes[k]; !wanted && have.Owned {
+				add(op{kind: opRouteDel, oldRt: have}, k.Dst.String())
+			}
 		}
 	}
 
+	found = 0
 	for k, mac := range ix.neighs {
-		if have, ok := c.neighs[k]; !ok || !have.Permanent || have.MAC != mac {
+		have, ok := c.neighs[k]
+		if ok {
+			found++
+		}
+		if !ok || !have.Permanent || have.MAC != mac {
 			add(op{kind: opNeighSet, nk: k, mac: mac}, k.String())
 		}
 	}
-	for k, have := range c.neighs {
-		if _, wanted := ix.neighs[k]; !wanted && have.Owned {
-			add(op{kind: opNeighDel, nk: k}, k.String())
+	if found < len(c.neighs) {
+		for k, have := range c.neighs {
+			if _, wanted := ix.neighs[k]; !wanted && have.Owned {
+				add(op{kind: opNeighDel, nk: k}, k.String())
+			}
 		}
 	}
 
+	found = 0
 	for k, dst := range ix.fdb {
-		remotes := c.fdb[k]
+		remotes, ok := c.fdb[k]
+		if ok {
+			found++
+		}
 		switch {
 		case len(remotes) == 1 && remotes[0].Dst == dst && remotes[0].Permanent:
 			// Already right.
@@ -127,13 +151,15 @@ func plan(ix *index, c *cache) []op {
 			}
 		}
 	}
-	for k, remotes := range c.fdb {
-		if _, wanted := ix.fdb[k]; wanted {
-			continue
-		}
-		for _, r := range remotes {
-			if r.Owned {
-				add(op{kind: opFDBDel, fk: k, dst: r.Dst}, k.String()+" "+r.Dst.String())
+	if found < len(c.fdb) {
+		for k, remotes := range c.fdb {
+			if _, wanted := ix.fdb[k]; wanted {
+				continue
+			}
+			for _, r := range remotes {
+				if r.Owned {
+					add(op{kind: opFDBDel, fk: k, dst: r.Dst}, k.String()+" "+r.Dst.String())
+				}
 			}
 		}
 	}

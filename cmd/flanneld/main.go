@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -36,8 +37,36 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal kills the process with the default action
 	}()
-	if err := run(ctx, c, log); err != nil {
+	stopProfile := startCPUProfile(os.Getenv("FLANNELD_CPUPROFILE"), log)
+	err = run(ctx, c, log)
+	stopProfile()
+	if err != nil {
 		log.Error(err.Error())
 		os.Exit(1)
+	}
+}
+
+// startCPUProfile writes a CPU profile of the whole run to path, for the
+// benchmark suite (bench/, `make bench --profile`). It is an environment
+// variable and not a flag on purpose: operators never need it, and
+// upstream's flag set stays as it is. The profile is complete once the
+// daemon exits (SIGTERM); the returned func stops it.
+func startCPUProfile(path string, log *slog.Logger) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		log.Warn("No CPU profile", "FLANNELD_CPUPROFILE", path, "err", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }

@@ -40,14 +40,18 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		defer func() { hcancel(); <-done }()
 	}
 
-	cli, err := etcdsubnet.NewClient(c.Etcd)
+	cli, err := etcdsubnet.Dial(ctx, c.Etcd, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // cancelled while waiting for etcd: a clean exit
+		}
 		return err
 	}
 	defer cli.Close()
 	sm := etcdsubnet.New(cli, etcdsubnet.Options{
 		Prefix: c.Prefix, TTL: c.LeaseTTL, RenewMargin: time.Duration(c.RenewMargin) * time.Minute, Log: log,
 		OnRequest: mx.EtcdRequest, OnWatchRestart: mx.WatchRestart, OnLease: func(l subnet.Lease) { setExpiry(mx, l) },
+		Diagnose: c.Etcd.Diagnose,
 	})
 
 	prevEnv, err := subnet.ReadEnvFile(c.SubnetFile)
@@ -130,6 +134,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	go watcher.Run(wctx)
 
 	ownKey := sm.KeyFor(lease)
+	usable := newPeerFilter(netCfg, lease, log)
 	peersOf := func() ([]subnet.Lease, bool) {
 		all, synced := watcher.Leases()
 		peers := all[:0]
@@ -138,7 +143,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 				peers = append(peers, l)
 			}
 		}
-		return peers, synced
+		return usable.filter(peers), synced
 	}
 	// Readiness waits for the first listing and one full reconcile, so pods
 	// never start before routes to the existing peers exist.
@@ -328,7 +333,7 @@ func watchConfig(ctx context.Context, sm *etcdsubnet.Manager, running []byte, lo
 			continue
 		}
 		log.Warn("The network config in etcd changed; still running on the previous config. Restart flanneld on every node to apply it",
-			"running", string(running), "new", string(raw))
+			"changed", configChanges(running, raw), "running", string(running), "new", string(raw))
 	}
 }
 

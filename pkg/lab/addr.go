@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 )
 
@@ -67,4 +68,12 @@ func nthAddr(p netip.Prefix, n int) (netip.Addr, error) {
 		}
 	}
 	return addr, nil
+}
+
+// nodeMAC is the fixed MAC of a node's eth0: locally administered, 02:00
+// followed by the node's IPv4 underlay address, so it is unique in the lab
+// and the same every time the node is (re)created.
+func nodeMAC(v4 netip.Addr) net.HardwareAddr {
+	a := v4.As4()
+	return net.HardwareAddr{0x02, 0x00, a[0], a[1], a[2], a[3]}
 }

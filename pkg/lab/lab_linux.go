@@ -309,6 +309,10 @@ func (l *Lab) wireNode(ctx context.Context, h *Host) error {
 			LinkAttrs:     netlink.LinkAttrs{Name: h.veth, MTU: underlayMTU},
 			PeerName:      "eth0",
 			PeerNamespace: netlink.NsFd(nsh),
+			// A NIC keeps its MAC across a reboot (ResetHost); a new one
+			// would leave the peers' ARP entries pointing nowhere for
+			// seconds, which no real reboot does.
+			PeerHardwareAddr: nodeMAC(h.IP),
 		}
 		if err := fh.LinkAdd(veth); err != nil {
 			return fmt.Errorf("add veth %s (peer eth0 in %s): %w", h.veth, h.NS, err)

@@ -4,10 +4,12 @@
 package etcd
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -74,8 +76,15 @@ func (c ClientConfig) TLSConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// dialTimeout bounds what clientv3.New itself waits for: with a password
+// it authenticates before it returns, and without a bound it would wait
+// for an unreachable etcd forever, silently.
+const dialTimeout = 5 * time.Second
+
 // NewClient builds an etcd client that does not block: calls fail with a
 // timeout while etcd is unreachable and reconnect quickly when it returns.
+// With a password it authenticates first, which fails after dialTimeout
+// when etcd cannot be reached (Dial retries that).
 func NewClient(c ClientConfig) (*clientv3.Client, error) {
 	if len(c.Endpoints) == 0 {
 		return nil, errors.New("no etcd endpoints given")
@@ -90,12 +99,16 @@ func NewClient(c ClientConfig) (*clientv3.Client, error) {
 		return nil, err
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            c.Endpoints,
-		Username:             c.Username,
-		Password:             c.Password,
-		TLS:                  tc,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		Endpoints:   c.Endpoints,
+		Username:    c.Username,
+		Password:    c.Password,
+		TLS:         tc,
+		DialTimeout: dialTimeout,
+		// A member cut off by a partition sends no reset: only keepalive
+		// notices, and until then our watches are silently stale. 5 s is
+		// the most often etcd lets a client ping (--grpc-keepalive-min-time).
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 		// grpc's default reconnect back-off grows to 120 s; an overlay
 		// daemon must notice a returning etcd within seconds.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
@@ -111,7 +124,53 @@ func NewClient(c ClientConfig) (*clientv3.Client, error) {
 		if c.Password != "" {
 			msg = strings.ReplaceAll(msg, c.Password, "<redacted>")
 		}
-		return nil, fmt.Errorf("create etcd client (%s): %s", strings.Join(c.Endpoints, ","), msg)
+		return nil, fmt.Errorf("create etcd client (%s): %w", strings.Join(c.Endpoints, ","), redacted{msg, err})
 	}
 	return cli, nil
+}
+
+// redacted is an error whose text had the password removed; it still
+// unwraps to the original, so callers can tell a timeout from a refusal.
+type redacted struct {
+	msg string
+	err error
+}
+
+func (r redacted) Error() string { return r.msg }
+func (r redacted) Unwrap() error { return r.err }
+
+// dialRetry is how long Dial waits between attempts.
+const dialRetry = 2 * time.Second
+
+// Dial is NewClient for the daemon: while etcd cannot be reached (only
+// possible here with a password, see NewClient) it logs that once, with
+// Diagnose's reason, and tries again until ctx ends. Other errors (a
+// refused password, bad TLS files) return at once.
+func Dial(ctx context.Context, c ClientConfig, log *slog.Logger) (*clientv3.Client, error) {
+	logged := false
+	for {
+		cli, err := NewClient(c)
+		if err == nil {
+			if logged {
+				log.Info("etcd is reachable again")
+			}
+			return cli, nil
+		}
+		if !isUnavailable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		if !logged {
+			attrs := []any{"endpoints", strings.Join(c.Endpoints, ","), "err", err}
+			if reason := c.Diagnose(ctx); reason != "" {
+				attrs = append(attrs, "reason", reason)
+			}
+			log.Error("etcd is unreachable; retrying until it answers", attrs...)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(dialRetry):
+		}
+	}
 }

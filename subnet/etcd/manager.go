@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,10 @@ type Options struct {
 	// OnLease, when set, sees our lease whenever Keep renews or re-creates
 	// it.
 	OnLease func(subnet.Lease)
+	// Diagnose, when set, is asked once per outage why etcd cannot be
+	// reached (ClientConfig.Diagnose); its answer goes into the outage's
+	// log line and the errors returned during the outage.
+	Diagnose func(context.Context) string
 }
 
 // Manager reads the config and keeps our lease in etcd.
@@ -46,9 +51,13 @@ type Manager struct {
 	log  *slog.Logger
 	rnd  *rand.Rand
 	rndM sync.Mutex
+	// subnets is SubnetsPrefix(), computed once: KeyFor runs for every
+	// lease on every daemon pass.
+	subnets string
 
 	mu          sync.Mutex
 	unreachable time.Time // start of the current outage, zero when reachable
+	reason      string    // Diagnose's answer for the current outage
 	badKeys     map[string]int64
 }
 
@@ -71,7 +80,7 @@ func New(cli *clientv3.Client, o Options) *Manager {
 		o.Log = slog.Default()
 	}
 	return &Manager{
-		cli: cli, opt: o, log: o.Log,
+		cli: cli, opt: o, log: o.Log, subnets: path.Join(o.Prefix, "subnets") + "/",
 		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
 		badKeys: map[string]int64{},
 	}
@@ -82,10 +91,22 @@ func (m *Manager) ConfigKey() string { return path.Join(m.opt.Prefix, "config") 
 
 // SubnetsPrefix is <prefix>/subnets/ (with the slash, so that a sibling key
 // such as <prefix>/subnetsX is not listed).
-func (m *Manager) SubnetsPrefix() string { return path.Join(m.opt.Prefix, "subnets") + "/" }
+func (m *Manager) SubnetsPrefix() string { return m.subnets }
 
-// KeyFor is the etcd key of a lease.
-func (m *Manager) KeyFor(l subnet.Lease) string { return m.SubnetsPrefix() + l.Key() }
+// KeyFor is the etcd key of a lease. The daemon calls it for every lease
+// on every pass, so the common IPv4-only key is built without fmt (the
+// same bytes subnet.MakeKey writes: "10.5.21.0-24").
+func (m *Manager) KeyFor(l subnet.Lease) string {
+	if !l.Subnet.Addr().Is4() || l.IPv6Subnet.IsValid() {
+		return m.subnets + l.Key()
+	}
+	b := make([]byte, 0, len(m.subnets)+len("255.255.255.255-32"))
+	b = append(b, m.subnets...)
+	b = l.Subnet.Addr().AppendTo(b)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, int64(l.Subnet.Bits()), 10)
+	return string(b)
+}
 
 // rpc runs one etcd request with a timeout, and logs the start and the end
 // of an outage once each instead of once per failed call.
@@ -100,19 +121,40 @@ func (m *Manager) rpc(ctx context.Context, what string, fn func(context.Context)
 	}
 	if err != nil && ctx.Err() == nil && isUnavailable(err) {
 		m.mu.Lock()
-		if m.unreachable.IsZero() {
+		starting := m.unreachable.IsZero()
+		if starting {
 			m.unreachable = time.Now()
-			m.log.Error("etcd is unreachable; the data plane keeps forwarding, retrying with back-off",
-				"endpoints", strings.Join(m.cli.Endpoints(), ","), "request", what, "err", err)
 		}
 		m.mu.Unlock()
+		if starting {
+			// The client only says "deadline exceeded"; a TLS or
+			// certificate problem is found by dialing ourselves.
+			reason := ""
+			if m.opt.Diagnose != nil {
+				reason = m.opt.Diagnose(ctx)
+			}
+			m.mu.Lock()
+			m.reason = reason
+			m.mu.Unlock()
+			attrs := []any{"endpoints", strings.Join(m.cli.Endpoints(), ","), "request", what, "err", err}
+			if reason != "" {
+				attrs = append(attrs, "reason", reason)
+			}
+			m.log.Error("etcd is unreachable; the data plane keeps forwarding, retrying with back-off", attrs...)
+		}
+		m.mu.Lock()
+		reason := m.reason
+		m.mu.Unlock()
+		if reason != "" {
+			return fmt.Errorf("%s: etcd unreachable (%s): %w: %s", what, strings.Join(m.cli.Endpoints(), ","), err, reason)
+		}
 		return fmt.Errorf("%s: etcd unreachable (%s): %w", what, strings.Join(m.cli.Endpoints(), ","), err)
 	}
 	if err == nil {
 		m.mu.Lock()
 		if !m.unreachable.IsZero() {
 			m.log.Info("etcd is reachable again", "outage", time.Since(m.unreachable).Round(time.Millisecond))
-			m.unreachable = time.Time{}
+			m.unreachable, m.reason = time.Time{}, ""
 		}
 		m.mu.Unlock()
 	}

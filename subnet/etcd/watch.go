@@ -99,6 +99,7 @@ func (w *Watcher) Run(ctx context.Context) {
 			needList = false
 			m.log.Debug("watching subnets", "fromRevision", rev+1, "leases", len(leases))
 		}
+		watched := time.Now()
 		wctx, cancel := context.WithCancel(ctx)
 		ch := m.cli.Watch(clientv3.WithRequireLeader(wctx), m.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(w.Revision()+1))
 		needList = w.consume(ch)
@@ -108,6 +109,12 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		if m.opt.OnWatchRestart != nil {
 			m.opt.OnWatchRestart(needList)
+		}
+		if time.Since(watched) > 10*time.Second {
+			// A watch that held for a while was healthy: the next
+			// failure starts a fresh back-off instead of the 5 s
+			// reached over the daemon's lifetime.
+			backoff = 100 * time.Millisecond
 		}
 		if !needList {
 			m.log.Info("etcd watch for " + m.SubnetsPrefix() + " closed, reconnecting")

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/flannelng/flannel/subnet"
+)
+
+func testLease(v4, v6 string) subnet.Lease {
+	var l subnet.Lease
+	if v4 != "" {
+		l.Subnet = netip.MustParsePrefix(v4)
+	}
+	if v6 != "" {
+		l.IPv6Subnet = netip.MustParsePrefix(v6)
+	}
+	l.Attrs.PublicIP = netip.MustParseAddr("172.30.0.99")
+	return l
+}
+
+func TestPeerFilter(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"EnableIPv6":true,"Network":"10.5.0.0/16","IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := testLease("10.5.7.0/24", "fd00:5:0:7::/64")
+	tests := []struct {
+		lease subnet.Lease
+		why   string // "" means usable
+	}{
+		{testLease("10.5.8.0/24", "fd00:5:0:8::/64"), ""},
+		{testLease("10.5.9.0/24", ""), ""},                 // IPv4 half only
+		{testLease("", "fd00:5:0:a::/64"), ""},             // IPv6 half only
+		{testLease("10.5.12.0/22", "fd00:5:0:c::/62"), ""}, // another length, overlapping nobody
+		{testLease("172.30.0.0/16", ""), "its IPv4 subnet 172.30.0.0/16 is outside the network 10.5.0.0/16"},
+		{testLease("10.0.0.0/8", ""), "its IPv4 subnet 10.0.0.0/8 is outside the network 10.5.0.0/16"},
+		{testLease("0.0.0.0/1", ""), "its IPv4 subnet 0.0.0.0/1 is outside the network 10.5.0.0/16"},
+		{testLease("10.5.7.0/25", ""), "its IPv4 subnet 10.5.7.0/25 overlaps our own subnet 10.5.7.0/24"},
+		{testLease("10.5.0.0/20", ""), "its IPv4 subnet 10.5.0.0/20 overlaps our own subnet 10.5.7.0/24"},
+		{testLease("10.5.8.128/25", ""), "its IPv4 subnet 10.5.8.128/25 overlaps the lease of 10.5.8.0/24, which has the configured length /24"},
+		{testLease("10.5.9.0/24", "fd00:6::/64"), "its IPv6 subnet fd00:6::/64 is outside the network fd00:5::/56"},
+		{testLease("10.5.20.0/24", "fd00:5:0:7:8000::/65"), "its IPv6 subnet fd00:5:0:7:8000::/65 overlaps our own subnet fd00:5:0:7::/64"},
+		{testLease("10.5.21.0/24", "fd00:5:0:8::/63"), "its IPv6 subnet fd00:5:0:8::/63 overlaps the lease of fd00:5:0:8::/64, which has the configured length /64"},
+	}
+	const usable = 4
+	var all []subnet.Lease
+	for _, tc := range tests {
+		all = append(all, tc.lease)
+	}
+	var buf bytes.Buffer
+	f := newPeerFilter(cfg, own, slog.New(slog.NewTextHandler(&buf, nil)))
+	for range 3 {
+		got := f.filter(append([]subnet.Lease(nil), all...))
+		if len(got) != usable {
+			t.Fatalf("filter kept %d: %v", len(got), got)
+		}
+		for i := range usable {
+			if got[i].Key() != all[i].Key() {
+				t.Errorf("kept %s at %d, want %s", got[i].Key(), i, all[i].Key())
+			}
+		}
+	}
+	for _, tc := range tests[usable:] {
+		if n := strings.Count(buf.String(), "Ignoring lease: "+tc.why); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", tc.why, n, buf.String())
+		}
+	}
+	// A lease that went away and comes back is logged again.
+	f.filter(all[:1])
+	buf.Reset()
+	f.filter(append([]subnet.Lease(nil), all...))
+	if n := strings.Count(buf.String(), "Ignoring lease"); n != len(tests)-usable {
+		t.Errorf("after a gap: %d log lines, want %d", n, len(tests)-usable)
+	}
+
+	// With IPv6 off, the IPv6 half is not looked at (the backends ignore it).
+	cfg4, _ := subnet.ParseConfig([]byte(`{"Network":"10.5.0.0/16"}`))
+	if got := newPeerFilter(cfg4, own, slog.New(slog.DiscardHandler)).filter([]subnet.Lease{testLease("10.5.8.0/24", "fd00:6::/64")}); len(got) != 1 {
+		t.Errorf("IPv4-only network dropped a lease for its IPv6 half")
+	}
+}
