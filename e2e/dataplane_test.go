@@ -26,7 +26,13 @@ type cluster struct {
 
 func startCluster(t *testing.T, hosts int, netConfig string, args ...string) *cluster {
 	t.Helper()
-	l, _ := newLab(t, hosts, netConfig)
+	return startClusterOpts(t, lab.Options{Hosts: hosts}, netConfig, args...)
+}
+
+// startClusterOpts is startCluster with lab options (IPv6 underlay, ...).
+func startClusterOpts(t *testing.T, o lab.Options, netConfig string, args ...string) *cluster {
+	t.Helper()
+	l, _ := newLabOpts(t, o, netConfig)
 	c := &cluster{l: l}
 	for _, h := range l.Hosts() {
 		p, err := l.StartFlanneld(h, args...)

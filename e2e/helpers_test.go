@@ -31,7 +31,13 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 // newLab builds a lab with etcd running and the network config written.
 func newLab(t *testing.T, hosts int, netConfig string) (*lab.Lab, *clientv3.Client) {
 	t.Helper()
-	l := lab.NewT(t, lab.Options{Hosts: hosts})
+	return newLabOpts(t, lab.Options{Hosts: hosts}, netConfig)
+}
+
+// newLabOpts is newLab with lab options (IPv6 underlay, ...).
+func newLabOpts(t *testing.T, o lab.Options, netConfig string) (*lab.Lab, *clientv3.Client) {
+	t.Helper()
+	l := lab.NewT(t, o)
 	ctx := testCtx(t, 60*time.Second)
 	if err := l.StartEtcd(ctx); err != nil {
 		t.Fatal(err)

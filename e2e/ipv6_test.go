@@ -15,35 +15,7 @@ import (
 
 func startCluster6(t *testing.T, hosts int, netConfig string, args ...string) *cluster {
 	t.Helper()
-	l := lab.NewT(t, lab.Options{Hosts: hosts, IPv6: true})
-	ctx := testCtx(t, 60*time.Second)
-	if err := l.StartEtcd(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := l.Etcd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, "/coreos.com/network/config", netConfig); err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{l: l}
-	for _, h := range l.Hosts() {
-		p, err := l.StartFlanneld(h, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.procs = append(c.procs, p)
-	}
-	for i, h := range l.Hosts() {
-		c.envs = append(c.envs, waitEnv(t, l, h, c.procs[i], 30*time.Second))
-		pod, err := l.AddPod(ctx, h, "p1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.pods = append(c.pods, pod)
-	}
-	return c
+	return startClusterOpts(t, lab.Options{Hosts: hosts, IPv6: true}, netConfig, args...)
 }
 
 func (c *cluster) pingAll6(t *testing.T) {

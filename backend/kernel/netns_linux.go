@@ -15,8 +15,14 @@ import (
 // inNetns runs fn on a dedicated OS thread inside the Handle's namespace,
 // for the few things netlink cannot do from outside (sysctl files, ethtool
 // ioctls). With no namespace path fn runs directly.
-func (h *Handle) inNetns(fn func() error) error {
-	if !h.ns.IsOpen() {
+func (h *Handle) inNetns(fn func() error) error { return InNetns(h.ns, h.nsPath, fn) }
+
+// InNetns calls fn on a dedicated, locked OS thread switched into ns (named
+// path in errors), and switches the thread back afterwards. Production code
+// never switches a shared thread: the goroutine exists only for fn. With a
+// closed ns handle fn runs directly.
+func InNetns(ns netns.NsHandle, path string, fn func() error) error {
+	if !ns.IsOpen() {
 		return fn()
 	}
 	errc := make(chan error, 1)
@@ -29,9 +35,9 @@ func (h *Handle) inNetns(fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(h.ns); err != nil {
+		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", h.nsPath, err)
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
 		ferr := fn()
@@ -39,7 +45,7 @@ func (h *Handle) inNetns(fn func() error) error {
 			// The thread stays locked: the runtime destroys it when this
 			// goroutine returns, so nothing else ever runs in the wrong
 			// namespace.
-			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", h.nsPath, err))
+			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
 			return
 		}
 		runtime.UnlockOSThread()

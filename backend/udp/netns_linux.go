@@ -1,10 +1,9 @@
 package udp
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
 
+	"github.com/flannelng/flannel/backend/kernel"
 	"github.com/vishvananda/netns"
 )
 
@@ -39,38 +38,5 @@ func (e *nsExec) close() {
 }
 
 // run calls fn on a dedicated, locked OS thread switched into the
-// namespace, and switches the thread back afterwards. Production code never
-// switches a shared thread: the goroutine exists only for fn. Without a
-// namespace path fn runs directly.
-func (e *nsExec) run(fn func() error) error {
-	if !e.ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(e.ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", e.path, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked: the runtime destroys it when this
-			// goroutine returns, so nothing else runs in the wrong
-			// namespace.
-			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", e.path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// namespace (see kernel.InNetns). Without a namespace path fn runs directly.
+func (e *nsExec) run(fn func() error) error { return kernel.InNetns(e.ns, e.path, fn) }
