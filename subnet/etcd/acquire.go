@@ -45,6 +45,7 @@ func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 // still alive, to attach a re-created key to instead of granting another.
 func (m *Manager) acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error), reuse int64) (subnet.Lease, error) {
 	delay := 50 * time.Millisecond
+	lastFull := "" // a full network is logged once per distinct message
 	for {
 		l, err := m.acquireOnce(ctx, cfg, attrs, prev, reuse)
 		if err == nil {
@@ -62,7 +63,10 @@ func (m *Manager) acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 			max = 500 * time.Millisecond
 			m.log.Debug("lease race lost, retrying", "err", err)
 		case errors.As(err, &full):
-			m.log.Error("Failed to acquire lease", "err", err)
+			if msg := err.Error(); msg != lastFull {
+				m.log.Error("Failed to acquire lease; retrying until a subnet is free", "err", err)
+				lastFull = msg
+			}
 		default:
 			m.log.Warn("Failed to acquire lease, retrying", "err", err)
 		}
