@@ -1,58 +1,20 @@
 package kernel
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"unsafe"
 
-	"github.com/vishvananda/netns"
+	"github.com/flannelng/flannel/pkg/nsenter"
 	"golang.org/x/sys/unix"
 )
 
 // inNetns runs fn on a dedicated OS thread inside the Handle's namespace,
 // for the few things netlink cannot do from outside (sysctl files, ethtool
 // ioctls). With no namespace path fn runs directly.
-func (h *Handle) inNetns(fn func() error) error { return InNetns(h.ns, h.nsPath, fn) }
-
-// InNetns calls fn on a dedicated, locked OS thread switched into ns (named
-// path in errors), and switches the thread back afterwards. Production code
-// never switches a shared thread: the goroutine exists only for fn. With a
-// closed ns handle fn runs directly.
-func InNetns(ns netns.NsHandle, path string, fn func() error) error {
-	if !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked: the runtime destroys it when this
-			// goroutine returns, so nothing else ever runs in the wrong
-			// namespace.
-			errc <- errors.Join(ferr, fmt.Errorf("return from network namespace %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (h *Handle) inNetns(fn func() error) error { return nsenter.Run(h.ns, h.nsPath, fn) }
 
 // DisableAcceptRA sets net.ipv6.conf.<dev>.accept_ra to 0, as upstream
 // does for the vxlan devices. A device without IPv6 has no such file.

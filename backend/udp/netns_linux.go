@@ -3,7 +3,7 @@ package udp
 import (
 	"fmt"
 
-	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/pkg/nsenter"
 	"github.com/vishvananda/netns"
 )
 
@@ -38,5 +38,5 @@ func (e *nsExec) close() {
 }
 
 // run calls fn on a dedicated, locked OS thread switched into the
-// namespace (see kernel.InNetns). Without a namespace path fn runs directly.
-func (e *nsExec) run(fn func() error) error { return kernel.InNetns(e.ns, e.path, fn) }
+// namespace (see nsenter.Run). Without a namespace path fn runs directly.
+func (e *nsExec) run(fn func() error) error { return nsenter.Run(e.ns, e.path, fn) }
