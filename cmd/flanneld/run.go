@@ -90,29 +90,30 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		return fmt.Errorf("create %s backend: %w", netCfg.BackendType, err)
 	}
 
-	// Our lease as etcd last stored it: a vxlan device that must be
-	// recreated gets the MAC peers already have.
-	var prevAttrs *subnet.LeaseAttrs
-	probe := subnet.LeaseAttrs{PublicIP: ext.ExtAddr, PublicIPv6: ext.ExtV6Addr}
+	// One listing serves three readers: our lease as etcd last stored it
+	// (a vxlan device that must be recreated gets the MAC peers already
+	// have), the allocator's first attempt and the watcher's starting set.
+	var listing etcdsubnet.Listing
 	for {
-		leases, _, err := sm.List(ctx)
-		if err == nil {
-			if own := etcdsubnet.FindOwn(leases, netCfg, probe); own != nil {
-				a := own.Attrs
-				prevAttrs = &a
-			}
+		if listing, err = sm.Snapshot(ctx); err == nil {
 			break
 		}
 		if !sleepCtx(ctx, 2*time.Second) {
 			return nil
 		}
 	}
+	var prevAttrs *subnet.LeaseAttrs
+	probe := subnet.LeaseAttrs{PublicIP: ext.ExtAddr, PublicIPv6: ext.ExtV6Addr}
+	if own := etcdsubnet.FindOwn(listing.Leases, netCfg, probe); own != nil {
+		a := own.Attrs
+		prevAttrs = &a
+	}
 	attrs, err := be.Prepare(ctx, prevAttrs)
 	if err != nil {
 		return fmt.Errorf("prepare %s backend: %w", netCfg.BackendType, err)
 	}
 
-	lease, err := sm.Acquire(ctx, netCfg, attrs, prevEnv, func(error) { hs.SetReady(false) })
+	lease, err := sm.AcquireFrom(ctx, listing, netCfg, attrs, prevEnv, func(error) { hs.SetReady(false) })
 	if err != nil {
 		return nil // cancelled
 	}
@@ -128,7 +129,26 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 
-	watcher := sm.NewWatcher()
+	// subnet.env says what this node's pods need: the lease is held (and
+	// checked against etcd, so a stale file never survives), the device
+	// exists with its address and MTU, the rules are in. Peers' routes
+	// follow in the first pass below, as they do whenever a node joins;
+	// READY=1 and /readyz wait for that pass. At 5,000 peers the pass
+	// takes about as long again as everything before it, and a kubelet
+	// starting pods has no reason to wait for it.
+	env := subnet.Env{MTU: nw.MTU(), IPMasq: c.IPMasq}
+	if netCfg.EnableIPv4 {
+		env.Network, env.Subnet = netCfg.Network, lease.Subnet
+	}
+	if netCfg.EnableIPv6 {
+		env.IPv6Network, env.IPv6Subnet = netCfg.IPv6Network, lease.IPv6Subnet
+	}
+	if err := subnet.WriteEnvFile(c.SubnetFile, env); err != nil {
+		return fmt.Errorf("Failed to write subnet file: %w", err)
+	}
+	log.Info("Wrote subnet file to " + c.SubnetFile)
+
+	watcher := sm.NewWatcherFrom(listing)
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	go watcher.Run(wctx)
@@ -145,8 +165,9 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 		return usable.filter(peers), synced
 	}
-	// Readiness waits for the first listing and one full reconcile, so pods
-	// never start before routes to the existing peers exist.
+	// Readiness waits for one full reconcile of the starting set, so
+	// systemd units ordered after flanneld never start before routes to
+	// the existing peers exist.
 	for {
 		peers, synced := peersOf()
 		if synced {
@@ -164,17 +185,6 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 	}
 
-	env := subnet.Env{MTU: nw.MTU(), IPMasq: c.IPMasq}
-	if netCfg.EnableIPv4 {
-		env.Network, env.Subnet = netCfg.Network, lease.Subnet
-	}
-	if netCfg.EnableIPv6 {
-		env.IPv6Network, env.IPv6Subnet = netCfg.IPv6Network, lease.IPv6Subnet
-	}
-	if err := subnet.WriteEnvFile(c.SubnetFile, env); err != nil {
-		return fmt.Errorf("Failed to write subnet file: %w", err)
-	}
-	log.Info("Wrote subnet file to " + c.SubnetFile)
 	hs.SetReady(true)
 	mx.Ready.Set(1)
 	log.Info("flannel is ready")

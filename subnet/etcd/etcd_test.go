@@ -534,3 +534,78 @@ func TestIPv6OnlyLeases(t *testing.T) {
 		t.Errorf("value %s", v)
 	}
 }
+
+// The daemon reads the leases once at start: the allocator's first attempt
+// and the watcher start from that listing. A listing that went stale in
+// between must cost a retry, never an overlapping lease or a missed event.
+func TestStartFromOneListing(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	// Three usable subnets: 10.5.1-3.0/24 (SubnetMin skips the first).
+	cfg := putConfig(t, cli, "/coreos.com/network", `{"Network":"10.5.0.0/22","SubnetLen":24}`)
+	ctx := ctxT(t, 30*time.Second)
+	var mu sync.Mutex
+	lists := 0
+	m, log := newManager(t, cli, Options{OnRequest: func(kind string, _ time.Duration, _ error) {
+		if kind == "list" {
+			mu.Lock()
+			lists++
+			mu.Unlock()
+		}
+	}})
+	listCount := func() int { mu.Lock(); defer mu.Unlock(); return lists }
+	put := func(n int) {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/coreos.com/network/subnets/10.5.%d.0-24", n), fmt.Sprintf(`{"PublicIP":"192.168.0.%d","PublicIPv6":null}`, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	listing, err := m.Snapshot(ctx)
+	if err != nil || len(listing.Leases) != 1 {
+		t.Fatalf("snapshot: %v, %d leases", err, len(listing.Leases))
+	}
+	if listCount() != 1 {
+		t.Fatalf("OnRequest saw %d list requests for one Snapshot", listCount())
+	}
+	put(2) // after the listing: by it 10.5.2.0 and 10.5.3.0 are free, in fact only 10.5.3.0
+
+	l, err := m.AcquireFrom(ctx, listing, cfg, vxAttrs("192.168.0.9", "02:00:00:00:00:09"), subnet.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Subnet.String(); got != "10.5.3.0/24" {
+		t.Fatalf("acquired %s from a stale listing, want the only free subnet 10.5.3.0/24; log:\n%s", got, log)
+	}
+
+	w := m.NewWatcherFrom(listing)
+	if ls, synced := w.Leases(); !synced || len(ls) != 1 {
+		t.Fatalf("watcher from listing: synced %v, %d leases; want the listing's one", synced, len(ls))
+	}
+	before := listCount()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w.Run(wctx)
+	// Everything after the listing's revision arrives through the watch:
+	// the lease put after it and our own.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ls, _ := w.Leases()
+		got := map[string]bool{}
+		for _, x := range ls {
+			got[x.Subnet.String()] = true
+		}
+		if len(got) == 3 && got["10.5.1.0/24"] && got["10.5.2.0/24"] && got["10.5.3.0/24"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher set %v, want 10.5.1-3.0/24", got)
+		}
+		select {
+		case <-w.Updated():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if n := listCount() - before; n != 0 {
+		t.Errorf("watcher started from a listing made %d list requests, want 0", n)
+	}
+}

@@ -198,6 +198,19 @@ func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []byte, error)
 	return cfg, raw, nil
 }
 
+// Listing is one range read of the leases and the etcd revision it
+// reflects.
+type Listing struct {
+	Leases   []subnet.Lease
+	Revision int64
+}
+
+// Snapshot is List as a Listing.
+func (m *Manager) Snapshot(ctx context.Context) (Listing, error) {
+	leases, rev, err := m.List(ctx)
+	return Listing{Leases: leases, Revision: rev}, err
+}
+
 // List reads every lease with one range request. Keys or values that do not
 // parse are skipped (and logged once per key and revision).
 func (m *Manager) List(ctx context.Context) ([]subnet.Lease, int64, error) {

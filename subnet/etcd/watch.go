@@ -31,6 +31,19 @@ func (m *Manager) NewWatcher() *Watcher {
 	return &Watcher{m: m, updated: make(chan struct{}, 1), leases: map[string]subnet.Lease{}}
 }
 
+// NewWatcherFrom returns a Watcher that starts from a listing the caller
+// already made: Run watches from the revision after it instead of listing
+// again, so a daemon reads the leases once at start.
+func (m *Manager) NewWatcherFrom(l Listing) *Watcher {
+	w := m.NewWatcher()
+	for _, lease := range l.Leases {
+		w.leases[m.KeyFor(lease)] = lease
+	}
+	w.rev, w.synced = l.Revision, true
+	w.notify()
+	return w
+}
+
 func (w *Watcher) lock()   { w.mu.Lock() }
 func (w *Watcher) unlock() { w.mu.Unlock() }
 
@@ -78,7 +91,9 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		return true
 	}
-	needList := true
+	w.lock()
+	needList := !w.synced
+	w.unlock()
 	for ctx.Err() == nil {
 		if needList {
 			leases, rev, err := m.List(ctx)
