@@ -80,7 +80,7 @@ func (b *hostgwBackend) Configure(ctx context.Context, own subnet.Lease) (backen
 			own4: own.Subnet, own6: own.IPv6Subnet,
 			extIndex: b.cfg.Ext.Index,
 		},
-		skipped: map[string]string{},
+		skipped: backend.NewSkipLog(b.log),
 	}, nil
 }
 
@@ -92,7 +92,7 @@ type network struct {
 	plan planner
 
 	closeOnce sync.Once
-	skipped   map[string]string // guarded by the Reconciler's pass lock
+	skipped   *backend.SkipLog // guarded by the Reconciler's pass lock
 }
 
 func (n *network) MTU() int                 { return n.mtu }
@@ -102,18 +102,18 @@ func (n *network) Changed() <-chan struct{} { return n.rec.Changed() }
 func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	return n.rec.Reconcile(ctx, func(ctx context.Context, full bool) (kernel.State, error) {
 		st, skipped := n.plan.state(peers)
-		for k, why := range skipped {
-			if n.skipped[k] != why {
-				n.log.Info(why)
-				n.skipped[k] = why
-			}
-		}
-		for k := range n.skipped {
-			if _, still := skipped[k]; !still {
-				delete(n.skipped, k)
-			}
-		}
+		n.skipped.Pass(skipped)
 		return st, nil
+	})
+}
+
+// Update programs the routes of changed leases only (backend.Incremental).
+func (n *network) Update(ctx context.Context, gone, came []subnet.Lease) error {
+	return n.rec.Update(ctx, func() (kernel.State, kernel.State, error) {
+		was, _ := n.plan.state(gone)
+		now, skipped := n.plan.state(came)
+		n.skipped.Delta(gone, came, skipped)
+		return was, now, nil
 	})
 }
 

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -313,5 +314,152 @@ func BenchmarkPlanUnchanged(b *testing.B) {
 		if ops := plan(ix, c); len(ops) != 0 {
 			b.Fatal(len(ops))
 		}
+	}
+}
+
+// peerRows are one fake vxlan lease's rows on device 5.
+func peerRows(subnetIdx, macIdx, dstIdx int) State {
+	sn := fmt.Sprintf("10.5.%d.0/24", subnetIdx)
+	mac := MAC{0x02, 0, 0, 0, 0, byte(macIdx)}
+	return State{
+		Routes: []Route{vxRoute(sn, 5)},
+		Neighs: []Neigh{{5, pfx(sn).Addr(), mac}},
+		FDB:    []FDB{{5, mac, addr(fmt.Sprintf("172.31.0.%d", dstIdx))}},
+	}
+}
+
+func joinStates(ss ...State) State {
+	var out State
+	for _, s := range ss {
+		out.Routes = append(out.Routes, s.Routes...)
+		out.Neighs = append(out.Neighs, s.Neighs...)
+		out.FDB = append(out.FDB, s.FDB...)
+		out.Devices = append(out.Devices, s.Devices...)
+	}
+	return out
+}
+
+// A delta pass must write exactly what a pass over the whole new state
+// writes, and leave the index as a rebuild would; where it cannot, it must
+// say so instead of guessing.
+func TestDeltaMatchesFullPlan(t *testing.T) {
+	dev := Device{Index: 5, Name: "flannel.1", MAC: macA}
+	type lease struct{ sn, mac, dst int }
+	tests := []struct {
+		name       string
+		before     map[string]lease
+		after      map[string]lease
+		needsFull  bool
+		wantWrites int
+	}{
+		{name: "peer added", before: map[string]lease{"a": {1, 1, 1}}, after: map[string]lease{"a": {1, 1, 1}, "b": {2, 2, 2}}, wantWrites: 3},
+		{name: "peer removed", before: map[string]lease{"a": {1, 1, 1}, "b": {2, 2, 2}}, after: map[string]lease{"a": {1, 1, 1}}, wantWrites: 3},
+		{name: "peer's public IP changed", before: map[string]lease{"a": {1, 1, 1}}, after: map[string]lease{"a": {1, 1, 9}}, wantWrites: 1},
+		{name: "peer's MAC changed", before: map[string]lease{"a": {1, 1, 1}}, after: map[string]lease{"a": {1, 7, 1}}, wantWrites: 3},
+		{
+			// The same machine under its old and its new subnet: both leases
+			// want its FDB entry; the old one expiring must keep it.
+			name:       "shared FDB entry survives one lease going",
+			before:     map[string]lease{"old": {1, 1, 1}, "new": {2, 1, 1}},
+			after:      map[string]lease{"new": {2, 1, 1}},
+			wantWrites: 2,
+		},
+		{
+			name:      "contested FDB entry: a full pass decides",
+			before:    map[string]lease{"a": {1, 1, 1}, "b": {2, 1, 2}},
+			after:     map[string]lease{"b": {2, 1, 2}},
+			needsFull: true,
+		},
+		{
+			name:      "new conflict: a full pass decides",
+			before:    map[string]lease{"a": {1, 1, 1}},
+			after:     map[string]lease{"a": {1, 1, 1}, "b": {2, 1, 2}},
+			needsFull: true,
+		},
+	}
+	stateOf := func(ls map[string]lease) State {
+		names := make([]string, 0, len(ls))
+		for n := range ls {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		st := State{Devices: []Device{dev}}
+		for _, n := range names {
+			l := ls[n]
+			st = joinStates(st, peerRows(l.sn, l.mac, l.dst))
+		}
+		return st
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// The kernel as the passes before left it.
+			ix, _ := buildIndex(stateOf(tc.before))
+			c := newCache()
+			for _, o := range plan(ix, c) {
+				c.record(o)
+			}
+			var gone, came State
+			for n, l := range tc.before {
+				if nl, ok := tc.after[n]; !ok || nl != l {
+					gone = joinStates(gone, peerRows(l.sn, l.mac, l.dst))
+				}
+			}
+			for n, l := range tc.after {
+				if ol, ok := tc.before[n]; !ok || ol != l {
+					came = joinStates(came, peerRows(l.sn, l.mac, l.dst))
+				}
+			}
+			touched, ok := ix.applyDelta(gone, came)
+			if ok == tc.needsFull {
+				t.Fatalf("applyDelta ok = %v, want %v", ok, !tc.needsFull)
+			}
+			if !ok {
+				return
+			}
+			delta := planKeys(ix, c, touched)
+			rebuilt, _ := buildIndex(stateOf(tc.after))
+			full := plan(rebuilt, c)
+			if render(delta) != render(full) {
+				t.Fatalf("delta writes:\n%s\nfull pass writes:\n%s", render(delta), render(full))
+			}
+			if len(delta) != tc.wantWrites {
+				t.Fatalf("%d writes, want %d:\n%s", len(delta), tc.wantWrites, render(delta))
+			}
+			if !maps.Equal(ix.routes, rebuilt.routes) || !maps.Equal(ix.neighs, rebuilt.neighs) || !maps.Equal(ix.fdb, rebuilt.fdb) ||
+				!maps.Equal(ix.fdbClaims.dups, rebuilt.fdbClaims.dups) && len(ix.fdbClaims.dups)+len(rebuilt.fdbClaims.dups) > 0 {
+				t.Fatalf("index after the delta differs from a rebuilt one:\nfdb %v dups %v\nrebuilt fdb %v dups %v", ix.fdb, ix.fdbClaims.dups, rebuilt.fdb, rebuilt.fdbClaims.dups)
+			}
+		})
+	}
+}
+
+func TestClaimRelease(t *testing.T) {
+	m := map[string]int{}
+	var c claims[string]
+	if _, ok := claim(m, &c, "k", 1); !ok {
+		t.Fatal("first claim refused")
+	}
+	claim(m, &c, "k", 1)
+	if !release(m, &c, "k", 1) || m["k"] != 1 {
+		t.Fatal("releasing one of two identical claims must keep the key")
+	}
+	if !release(m, &c, "k", 1) {
+		t.Fatal("second release refused")
+	}
+	if _, ok := m["k"]; ok {
+		t.Fatal("key kept after its last claim went")
+	}
+	if release(m, &c, "k", 1) {
+		t.Fatal("release of an unclaimed key must say a full pass is needed")
+	}
+	claim(m, &c, "x", 1)
+	if release(m, &c, "x", 2) {
+		t.Fatal("release with another value than claimed must refuse")
+	}
+	if old, ok := claim(m, &c, "x", 3); ok || old != 1 {
+		t.Fatalf("conflicting claim = %d, %v; want the first value kept and false", old, ok)
+	}
+	if release(m, &c, "x", 1) {
+		t.Fatal("a contested key must not be released by a delta")
 	}
 }

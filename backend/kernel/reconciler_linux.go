@@ -60,8 +60,16 @@ type Reconciler struct {
 	failures map[string]string // object → last logged error
 	warned   map[string]string // conflict key → last logged conflict
 
-	closed  bool                  // guarded by mu
-	wanted  atomic.Pointer[index] // read by the watchers
+	closed bool // guarded by mu
+	// ixStale says a delta pass left the index half changed: only a
+	// pass that rebuilds it (Reconcile) may run next.
+	ixStale bool // guarded by mu
+
+	// ix is the wanted state. The pass holding mu replaces it (full and
+	// plain passes) or changes it in place (delta passes) under ixMu; the
+	// watchers read it under ixMu.
+	ixMu    sync.RWMutex
+	ix      *index
 	dirty   atomic.Bool
 	changed chan struct{}
 
@@ -98,7 +106,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 	if r.interval <= 0 {
 		r.interval = DefaultFullResyncInterval
 	}
-	r.wanted.Store(&index{})
+	r.ix = newIndex(State{})
 	if cfg.ExtIndex > 0 {
 		l, err := r.h.LinkByIndex(cfg.ExtIndex)
 		if err != nil {
@@ -178,7 +186,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 	state, prepErr := prepare(ctx, full)
 	ix, conflicts := buildIndex(state)
 	r.logConflicts(conflicts)
-	r.wanted.Store(ix)
+	r.ixMu.Lock()
+	r.ix = ix
+	r.ixMu.Unlock()
+	r.ixStale = false
 
 	var errs []error
 	if prepErr != nil {
@@ -215,6 +226,60 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 		r.dirty.Store(true)
 	}
 	r.pruneFailures(ix)
+	return summarize(errs, len(ops))
+}
+
+// ErrFullPass is Update's answer when a change cannot be applied on its
+// own: call Reconcile with the whole wanted state.
+var ErrFullPass = errors.New("kernel: this change needs a pass over the whole wanted state")
+
+// DeltaFunc returns the rows of the leases that changed: gone as the
+// previous passes wanted them, came as they are wanted now. A lease that
+// changed is in both. An error means the backend cannot tell (Update then
+// returns it with ErrFullPass).
+type DeltaFunc func() (gone, came State, err error)
+
+// Update applies a change to a few leases without building the whole
+// wanted state: it costs O(change) where a pass costs O(peers). It returns
+// ErrFullPass, without calling delta, when a pass over everything is due
+// (the first one, a kernel change behind our back, the periodic full
+// resync), and after calling it when the rows do not fit the index as
+// claimed (a lease the previous passes did not program as delta says, two
+// leases wanting the same object differently).
+func (r *Reconciler) Update(ctx context.Context, delta DeltaFunc) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errors.New("kernel reconciler is closed")
+	}
+	if !r.synced || r.ixStale || r.dirty.Load() || time.Since(r.lastFull) >= r.interval {
+		return ErrFullPass
+	}
+	report := PassReport{Delta: true, Writes: map[[2]string]int{}}
+	if r.onPass != nil {
+		began := time.Now()
+		defer func() {
+			report.Duration = time.Since(began)
+			r.onPass(report)
+		}()
+	}
+	gone, came, err := delta()
+	if err != nil {
+		return errors.Join(ErrFullPass, err)
+	}
+	r.ixMu.Lock()
+	touched, ok := r.ix.applyDelta(gone, came)
+	r.ixMu.Unlock()
+	if !ok {
+		r.ixStale = true
+		return ErrFullPass
+	}
+	ops := planKeys(r.ix, r.cache, touched)
+	errs, suspect := r.apply(ctx, ops, report.Writes)
+	report.Errors = len(errs)
+	if suspect {
+		r.dirty.Store(true)
+	}
 	return summarize(errs, len(ops))
 }
 

@@ -6,6 +6,8 @@ import "time"
 type PassReport struct {
 	// Full is true when the pass read the kernel (dump and diff).
 	Full bool
+	// Delta is true for a pass over the changed leases only (Update).
+	Delta bool
 	// Repair is true when a kernel change we did not make (a deleted
 	// route, a changed MAC, a vanished device) triggered the pass: its
 	// writes repair drift.

@@ -152,14 +152,78 @@ func keyOfRoute(r Route) routeKey {
 	return routeKey{Dst: r.Dst.Masked(), Priority: m}
 }
 
-// index is a State arranged for lookups. The watcher reads the published
-// index from other goroutines, so it is never modified once built.
+// index is a State arranged for lookups. The watchers read it from other
+// goroutines under Reconciler.ixMu; a full pass replaces it, a delta pass
+// changes it in place.
 type index struct {
 	routes  map[routeKey]Route
 	neighs  map[neighKey]MAC
 	fdb     map[fdbKey]netip.Addr
 	devices map[int]Device
 	names   map[string]int
+
+	// Claims beyond the first one of each key, so that a delta pass can
+	// drop one lease's rows without dropping a row another lease still
+	// wants.
+	routeClaims claims[routeKey]
+	neighClaims claims[neighKey]
+	fdbClaims   claims[fdbKey]
+}
+
+// claims records what a table's map cannot: keys claimed more than once.
+type claims[K comparable] struct {
+	// dups counts further claims with the value the map holds: a peer
+	// whose subnet changed has two leases, one still living out its TTL,
+	// and both want its FDB entry.
+	dups map[K]int
+	// contested keys were claimed with different values; the map holds
+	// the first. Only a full pass can tell which claim is left when one
+	// goes.
+	contested map[K]bool
+}
+
+// claim adds a claim of k with value v. It returns the value kept and
+// false when k was already claimed with another value.
+func claim[K, V comparable](m map[K]V, c *claims[K], k K, v V) (V, bool) {
+	old, ok := m[k]
+	switch {
+	case !ok:
+		m[k] = v
+		return v, true
+	case old == v:
+		if c.dups == nil {
+			c.dups = map[K]int{}
+		}
+		c.dups[k]++
+		return old, true
+	default:
+		if c.contested == nil {
+			c.contested = map[K]bool{}
+		}
+		c.contested[k] = true
+		return old, false
+	}
+}
+
+// release drops one claim of k with value v. It returns false when the
+// index cannot say what k's remaining claims want: k is contested, or it
+// is not claimed with v.
+func release[K, V comparable](m map[K]V, c *claims[K], k K, v V) bool {
+	if c.contested[k] {
+		return false
+	}
+	if old, ok := m[k]; !ok || old != v {
+		return false
+	}
+	switch n := c.dups[k]; {
+	case n > 1:
+		c.dups[k] = n - 1
+	case n == 1:
+		delete(c.dups, k)
+	default:
+		delete(m, k)
+	}
+	return true
 }
 
 // conflict is a wanted row that another wanted row with the same key
@@ -170,45 +234,37 @@ type conflict struct {
 	lost string
 }
 
-func buildIndex(s State) (*index, []conflict) {
-	ix := &index{
+func newIndex(s State) *index {
+	return &index{
 		routes:  make(map[routeKey]Route, len(s.Routes)),
 		neighs:  make(map[neighKey]MAC, len(s.Neighs)),
 		fdb:     make(map[fdbKey]netip.Addr, len(s.FDB)),
 		devices: make(map[int]Device, len(s.Devices)),
 		names:   make(map[string]int, len(s.Devices)),
 	}
+}
+
+func buildIndex(s State) (*index, []conflict) {
+	ix := newIndex(s)
 	var conflicts []conflict
 	for _, r := range s.Routes {
 		r.Dst = r.Dst.Masked()
 		k := keyOfRoute(r)
-		if old, ok := ix.routes[k]; ok {
-			if old != r {
-				conflicts = append(conflicts, conflict{k.String(), old.String(), r.String()})
-			}
-			continue
+		if old, ok := claim(ix.routes, &ix.routeClaims, k, r); !ok {
+			conflicts = append(conflicts, conflict{k.String(), old.String(), r.String()})
 		}
-		ix.routes[k] = r
 	}
 	for _, n := range s.Neighs {
 		k := neighKey{n.LinkIndex, n.IP}
-		if old, ok := ix.neighs[k]; ok {
-			if old != n.MAC {
-				conflicts = append(conflicts, conflict{k.String(), old.String(), n.MAC.String()})
-			}
-			continue
+		if old, ok := claim(ix.neighs, &ix.neighClaims, k, n.MAC); !ok {
+			conflicts = append(conflicts, conflict{k.String(), old.String(), n.MAC.String()})
 		}
-		ix.neighs[k] = n.MAC
 	}
 	for _, f := range s.FDB {
 		k := fdbKey{f.LinkIndex, f.MAC}
-		if old, ok := ix.fdb[k]; ok {
-			if old != f.Dst {
-				conflicts = append(conflicts, conflict{k.String(), "dst " + old.String(), "dst " + f.Dst.String()})
-			}
-			continue
+		if old, ok := claim(ix.fdb, &ix.fdbClaims, k, f.Dst); !ok {
+			conflicts = append(conflicts, conflict{k.String(), "dst " + old.String(), "dst " + f.Dst.String()})
 		}
-		ix.fdb[k] = f.Dst
 	}
 	for _, d := range s.Devices {
 		if d.Index <= 0 {
@@ -218,6 +274,62 @@ func buildIndex(s State) (*index, []conflict) {
 		ix.names[d.Name] = d.Index
 	}
 	return ix, conflicts
+}
+
+// keys are the rows a delta pass touched.
+type keys struct {
+	routes map[routeKey]struct{}
+	neighs map[neighKey]struct{}
+	fdb    map[fdbKey]struct{}
+}
+
+// applyDelta releases the claims of gone's rows and adds came's. It
+// returns false when the change needs a full pass: a released row the
+// index does not hold as claimed, a contested key, a new conflict, or
+// devices (which only a full pass checks). The index may then be half
+// changed; the caller rebuilds it.
+func (ix *index) applyDelta(gone, came State) (keys, bool) {
+	t := keys{routes: map[routeKey]struct{}{}, neighs: map[neighKey]struct{}{}, fdb: map[fdbKey]struct{}{}}
+	if len(gone.Devices) > 0 || len(came.Devices) > 0 {
+		return t, false
+	}
+	ok := true
+	for _, r := range gone.Routes {
+		r.Dst = r.Dst.Masked()
+		k := keyOfRoute(r)
+		t.routes[k] = struct{}{}
+		ok = ok && release(ix.routes, &ix.routeClaims, k, r)
+	}
+	for _, n := range gone.Neighs {
+		k := neighKey{n.LinkIndex, n.IP}
+		t.neighs[k] = struct{}{}
+		ok = ok && release(ix.neighs, &ix.neighClaims, k, n.MAC)
+	}
+	for _, f := range gone.FDB {
+		k := fdbKey{f.LinkIndex, f.MAC}
+		t.fdb[k] = struct{}{}
+		ok = ok && release(ix.fdb, &ix.fdbClaims, k, f.Dst)
+	}
+	for _, r := range came.Routes {
+		r.Dst = r.Dst.Masked()
+		k := keyOfRoute(r)
+		t.routes[k] = struct{}{}
+		_, claimed := claim(ix.routes, &ix.routeClaims, k, r)
+		ok = ok && claimed
+	}
+	for _, n := range came.Neighs {
+		k := neighKey{n.LinkIndex, n.IP}
+		t.neighs[k] = struct{}{}
+		_, claimed := claim(ix.neighs, &ix.neighClaims, k, n.MAC)
+		ok = ok && claimed
+	}
+	for _, f := range came.FDB {
+		k := fdbKey{f.LinkIndex, f.MAC}
+		t.fdb[k] = struct{}{}
+		_, claimed := claim(ix.fdb, &ix.fdbClaims, k, f.Dst)
+		ok = ok && claimed
+	}
+	return t, ok
 }
 
 // observedRoute is a main-table route as the kernel reported it.

@@ -235,7 +235,9 @@ func (r *Reconciler) onRoute(u netlink.RouteUpdate) {
 	if !o.Dst.IsValid() || !r.managesFamily(o.Dst.Addr()) {
 		return
 	}
-	ix := r.wanted.Load()
+	r.ixMu.RLock()
+	defer r.ixMu.RUnlock()
+	ix := r.ix
 	want, wanted := ix.routes[o.key()]
 	switch u.Type {
 	case unix.RTM_DELROUTE:
@@ -254,7 +256,9 @@ func (r *Reconciler) onRoute(u netlink.RouteUpdate) {
 }
 
 func (r *Reconciler) onNeigh(u netlink.NeighUpdate) {
-	ix := r.wanted.Load()
+	r.ixMu.RLock()
+	defer r.ixMu.RUnlock()
+	ix := r.ix
 	if _, ours := ix.devices[u.LinkIndex]; !ours {
 		return
 	}
@@ -297,7 +301,9 @@ func (r *Reconciler) onNeigh(u netlink.NeighUpdate) {
 
 func (r *Reconciler) onLink(u netlink.LinkUpdate) {
 	a := u.Link.Attrs()
-	ix := r.wanted.Load()
+	r.ixMu.RLock()
+	defer r.ixMu.RUnlock()
+	ix := r.ix
 	if u.Header.Type == unix.RTM_DELLINK {
 		if d, ours := ix.devices[a.Index]; ours {
 			r.MarkDirty("interface " + d.Name + " deleted")
@@ -331,7 +337,9 @@ func (r *Reconciler) onAddr(u netlink.AddrUpdate) {
 	if !p.IsValid() {
 		return
 	}
-	ix := r.wanted.Load()
+	r.ixMu.RLock()
+	defer r.ixMu.RUnlock()
+	ix := r.ix
 	if d, ours := ix.devices[u.LinkIndex]; ours {
 		want := slices.Contains(d.Addrs, p)
 		switch {

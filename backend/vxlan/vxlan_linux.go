@@ -208,7 +208,7 @@ func (b *vxlanBackend) Configure(ctx context.Context, own subnet.Lease) (backend
 		mtu:     mtu,
 		own:     own,
 		direct:  map[netip.Addr]directInfo{},
-		skipped: map[string]string{},
+		skipped: backend.NewSkipLog(b.log),
 		devErrs: map[string]string{},
 		decoded: dataCache{},
 	}
@@ -232,7 +232,7 @@ type network struct {
 	// Guarded by the Reconciler's pass lock (only used inside prepare).
 	direct     map[netip.Addr]directInfo
 	lastDirect map[netip.Addr]bool
-	skipped    map[string]string
+	skipped    *backend.SkipLog
 	devErrs    map[string]string
 	decoded    dataCache
 }
@@ -283,15 +283,8 @@ func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 			// Bounded memory: old values of changed leases go.
 			clear(n.decoded)
 		}
-		p := planner{vni: n.b.opts.VNI, directRouting: n.b.opts.DirectRouting, direct: n.isDirect, decoded: n.decoded}
-		if d := n.b.v4; d != nil {
-			p.v4 = familyPlan{enabled: true, devIndex: d.index, own: n.own.Subnet}
-		}
-		if d := n.b.v6; d != nil {
-			p.v6 = familyPlan{enabled: true, devIndex: d.index, own: n.own.IPv6Subnet}
-		}
-		st, skipped := p.state(peers)
-		n.logSkipped(skipped)
+		st, skipped := n.planner().state(peers)
+		n.skipped.Pass(skipped)
 		n.pruneDirect(peers)
 		for _, d := range n.b.devices() {
 			if d.index > 0 {
@@ -299,6 +292,39 @@ func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 			}
 		}
 		return st, errors.Join(errs...)
+	})
+}
+
+// planner is the pure part of a pass; call with b.mu held.
+func (n *network) planner() planner {
+	p := planner{vni: n.b.opts.VNI, directRouting: n.b.opts.DirectRouting, direct: n.isDirect, decoded: n.decoded}
+	if d := n.b.v4; d != nil {
+		p.v4 = familyPlan{enabled: true, devIndex: d.index, own: n.own.Subnet}
+	}
+	if d := n.b.v6; d != nil {
+		p.v6 = familyPlan{enabled: true, devIndex: d.index, own: n.own.IPv6Subnet}
+	}
+	return p
+}
+
+// Update programs the changed leases only (backend.Incremental). The rows
+// of gone leases are computed again rather than remembered: planning is a
+// pure function of the lease and of the devices and DirectRouting answers
+// of the last full pass, and if those moved since, the Reconciler finds
+// the rows unclaimed and asks for a full pass.
+func (n *network) Update(ctx context.Context, gone, came []subnet.Lease) error {
+	return n.rec.Update(ctx, func() (kernel.State, kernel.State, error) {
+		n.b.mu.Lock()
+		defer n.b.mu.Unlock()
+		if n.b.h == nil {
+			return kernel.State{}, kernel.State{}, errors.New("vxlan network is closed")
+		}
+		p := n.planner()
+		// gone first: its BackendData is still the cached one.
+		was, _ := p.state(gone)
+		now, skipped := p.state(came)
+		n.skipped.Delta(gone, came, skipped)
+		return was, now, nil
 	})
 }
 
@@ -343,21 +369,6 @@ func (n *network) pruneDirect(peers []subnet.Lease) {
 		if !live[a] {
 			delete(n.lastDirect, a)
 			delete(n.direct, a)
-		}
-	}
-}
-
-// logSkipped logs each skipped lease once, not on every pass.
-func (n *network) logSkipped(skipped map[string]string) {
-	for k, why := range skipped {
-		if n.skipped[k] != why {
-			n.b.log.Info(why)
-			n.skipped[k] = why
-		}
-	}
-	for k := range n.skipped {
-		if _, still := skipped[k]; !still {
-			delete(n.skipped, k)
 		}
 	}
 }

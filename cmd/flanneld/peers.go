@@ -30,6 +30,10 @@ type peerFilter struct {
 	own    subnet.Lease
 	log    *slog.Logger
 	logged map[string]string // lease key -> reason logged
+	// odd counts the leases of another length than the configured one
+	// inside the network at the last filter: while there are any, whether
+	// a lease is usable depends on the others, and delta declines.
+	odd int
 }
 
 func newPeerFilter(cfg *subnet.Config, own subnet.Lease, log *slog.Logger) *peerFilter {
@@ -46,21 +50,29 @@ type family struct {
 	held    []netip.Prefix
 }
 
-// filter returns the usable leases of peers, in place.
-func (f *peerFilter) filter(peers []subnet.Lease) []subnet.Lease {
+func (f *peerFilter) families() []*family {
 	var fams []*family
-	v4 := &family{name: "IPv4", network: f.cfg.Network, bits: f.cfg.SubnetLen, own: f.own.Subnet}
-	v6 := &family{name: "IPv6", network: f.cfg.IPv6Network, bits: f.cfg.IPv6SubnetLen, own: f.own.IPv6Subnet}
 	if f.cfg.EnableIPv4 {
-		fams = append(fams, v4)
+		fams = append(fams, &family{name: "IPv4", network: f.cfg.Network, bits: f.cfg.SubnetLen, own: f.own.Subnet})
 	}
 	if f.cfg.EnableIPv6 {
-		fams = append(fams, v6)
+		fams = append(fams, &family{name: "IPv6", network: f.cfg.IPv6Network, bits: f.cfg.IPv6SubnetLen, own: f.own.IPv6Subnet})
 	}
+	return fams
+}
+
+// filter returns the usable leases of peers, in place.
+func (f *peerFilter) filter(peers []subnet.Lease) []subnet.Lease {
+	fams := f.families()
+	f.odd = 0
 	for _, l := range peers {
 		for _, fam := range fams {
-			if sn := fam.pick(l); sn.IsValid() && sn.Bits() == fam.bits && fam.network.Contains(sn.Addr()) {
+			sn := fam.pick(l)
+			if sn.IsValid() && sn.Bits() == fam.bits && fam.network.Contains(sn.Addr()) {
 				fam.held = append(fam.held, sn)
+			}
+			if fam.odd(sn) {
+				f.odd++
 			}
 		}
 	}
@@ -85,6 +97,62 @@ func (f *peerFilter) filter(peers []subnet.Lease) []subnet.Lease {
 	}
 	f.logged = logged
 	return out
+}
+
+// delta is filter for a change (see backend.Incremental): it returns the
+// usable ones of gone (as filter decided when they came) and of came, and
+// false when a decision may depend on other leases: a lease of another
+// length than the configured one is known or involved. Not-usable leases
+// of came are logged as filter logs them.
+func (f *peerFilter) delta(gone, came []subnet.Lease) (usableGone, usableCame []subnet.Lease, ok bool) {
+	if f.odd > 0 {
+		return nil, nil, false
+	}
+	fams := f.families()
+	for _, ls := range [][]subnet.Lease{gone, came} {
+		for _, l := range ls {
+			for _, fam := range fams {
+				if fam.odd(fam.pick(l)) {
+					return nil, nil, false
+				}
+			}
+		}
+	}
+	// Without odd lengths, usable is a property of the lease alone.
+	why := func(l subnet.Lease) string {
+		for _, fam := range fams {
+			if w := fam.check(fam.pick(l)); w != "" {
+				return w
+			}
+		}
+		return ""
+	}
+	for _, l := range gone {
+		delete(f.logged, l.Key())
+		if why(l) == "" {
+			usableGone = append(usableGone, l)
+		}
+	}
+	for _, l := range came {
+		w, key := why(l), l.Key()
+		switch {
+		case w == "":
+			usableCame = append(usableCame, l)
+			delete(f.logged, key)
+		case f.logged[key] != w:
+			f.log.Warn("Ignoring lease: "+w, "lease", key, "publicIP", l.Attrs.PublicIP)
+			fallthrough
+		default:
+			f.logged[key] = w
+		}
+	}
+	return usableGone, usableCame, true
+}
+
+// odd reports whether sn lies inside the network with another length
+// than the configured one.
+func (fam *family) odd(sn netip.Prefix) bool {
+	return sn.IsValid() && sn.Bits() != fam.bits && sn.Bits() >= fam.network.Bits() && fam.network.Contains(sn.Addr())
 }
 
 func (fam *family) pick(l subnet.Lease) netip.Prefix {

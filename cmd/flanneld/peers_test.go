@@ -83,3 +83,46 @@ func TestPeerFilter(t *testing.T) {
 		t.Errorf("IPv4-only network dropped a lease for its IPv6 half")
 	}
 }
+
+// delta must decide as filter would, and decline whenever filter's answer
+// for one lease depends on the others.
+func TestPeerFilterDelta(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := testLease("10.5.7.0/24", "")
+	var buf bytes.Buffer
+	f := newPeerFilter(cfg, own, slog.New(slog.NewTextHandler(&buf, nil)))
+	a, b := testLease("10.5.8.0/24", ""), testLease("10.5.9.0/24", "")
+	outside := testLease("172.30.0.0/16", "")
+	f.filter([]subnet.Lease{a})
+
+	gone, came, ok := f.delta(nil, []subnet.Lease{b, outside})
+	if !ok || len(gone) != 0 || len(came) != 1 || came[0].Key() != b.Key() {
+		t.Fatalf("delta(+b, +outside) = %v, %v, %v; want b only", gone, came, ok)
+	}
+	f.delta(nil, []subnet.Lease{outside}) // the same reason again: not logged again
+	if n := strings.Count(buf.String(), "Ignoring lease"); n != 1 {
+		t.Fatalf("outside lease logged %d times, want once:\n%s", n, buf.String())
+	}
+	// Going away, a lease is gone only if it was programmed.
+	gone, _, ok = f.delta([]subnet.Lease{b, outside}, nil)
+	if !ok || len(gone) != 1 || gone[0].Key() != b.Key() {
+		t.Fatalf("delta(-b, -outside) gone = %v, %v; want b only", gone, ok)
+	}
+	// A lease of another length: whether it is usable depends on the
+	// others; so does every decision while one is known.
+	odd := testLease("10.5.12.0/22", "")
+	if _, _, ok := f.delta(nil, []subnet.Lease{odd}); ok {
+		t.Fatal("delta accepted a lease of another length")
+	}
+	f.filter([]subnet.Lease{a, odd})
+	if _, _, ok := f.delta(nil, []subnet.Lease{b}); ok {
+		t.Fatal("delta accepted a change while a lease of another length is known")
+	}
+	f.filter([]subnet.Lease{a, b})
+	if _, _, ok := f.delta([]subnet.Lease{b}, nil); !ok {
+		t.Fatal("delta declined once the odd lease was gone")
+	}
+}

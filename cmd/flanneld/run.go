@@ -153,29 +153,17 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	defer wcancel()
 	go watcher.Run(wctx)
 
-	ownKey := sm.KeyFor(lease)
-	usable := newPeerFilter(netCfg, lease, log)
-	peersOf := func() ([]subnet.Lease, bool) {
-		all, synced := watcher.Leases()
-		peers := all[:0]
-		for _, l := range all {
-			if sm.KeyFor(l) != ownKey {
-				peers = append(peers, l)
-			}
-		}
-		return usable.filter(peers), synced
-	}
+	dp := newDataPlane(watcher, nw, sm.KeyFor, lease, netCfg, mx, log)
 	// Readiness waits for one full reconcile of the starting set, so
 	// systemd units ordered after flanneld never start before routes to
 	// the existing peers exist.
 	for {
-		peers, synced := peersOf()
+		synced, err := dp.full(ctx)
 		if synced {
-			if err := nw.Reconcile(ctx, peers); err != nil {
+			if err != nil {
 				log.Warn("Initial data-plane reconcile had errors; retrying on the next pass", "err", err)
 			}
-			log.Info("Data plane programmed", "peers", len(peers))
-			publishLeases(mx, netCfg, peers)
+			log.Info("Data plane programmed", "peers", dp.lastCount)
 			break
 		}
 		select {
@@ -232,8 +220,8 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 
 	ticker := time.NewTicker(c.ReconcilePeriod)
 	defer ticker.Stop()
-	lastCount := -1
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			log.Info("Exiting cleanly; lease, routes and rules stay in place")
@@ -244,39 +232,16 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			}
 			return nil
 		case <-watcher.Updated():
+			err = dp.changed(ctx)
 		case <-nw.Changed():
+			_, err = dp.full(ctx)
 		case <-ticker.C:
+			_, err = dp.full(ctx)
 		}
-		peers, _ := peersOf()
-		publishLeases(mx, netCfg, peers)
-		if len(peers) != lastCount {
-			log.Info("Peers changed", "peers", len(peers))
-			lastCount = len(peers)
-		}
-		if err := nw.Reconcile(ctx, peers); err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil {
 			log.Debug("reconcile pass had errors", "err", err)
 		}
 	}
-}
-
-// publishLeases sets the lease gauges: all leases (ours included) and the
-// IPv4 subnets still free in the range.
-func publishLeases(mx *metrics.Metrics, cfg *subnet.Config, peers []subnet.Lease) {
-	mx.Leases.Set(float64(len(peers) + 1))
-	if !cfg.EnableIPv4 {
-		return
-	}
-	used := 1
-	for _, p := range peers {
-		if cfg.Compatible(p.Subnet, p.IPv6Subnet) || (p.Subnet.IsValid() && p.Subnet.Bits() == cfg.SubnetLen && cfg.Network.Contains(p.Subnet.Addr())) {
-			used++
-		}
-	}
-	free := int64(cfg.SubnetCount(false)) - int64(used)
-	if free < 0 {
-		free = 0
-	}
-	mx.SubnetsFree.Set(float64(free))
 }
 
 // setExpiry publishes our lease's expiry (0 for a reservation).

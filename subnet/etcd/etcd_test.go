@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -607,5 +608,106 @@ func TestStartFromOneListing(t *testing.T) {
 	}
 	if n := listCount() - before; n != 0 {
 		t.Errorf("watcher started from a listing made %d list requests, want 0", n)
+	}
+}
+
+// Changes hands out what changed since the consumer last looked: deleted
+// and replaced leases as they were, new and replaced ones as they are.
+func TestWatcherChanges(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	putConfig(t, cli, "/coreos.com/network", `{"Network":"10.5.0.0/16"}`)
+	ctx := ctxT(t, 30*time.Second)
+	m, _ := newManager(t, cli, Options{})
+	put := func(n int, ip string) {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/coreos.com/network/subnets/10.5.%d.0-24", n), `{"PublicIP":"`+ip+`","PublicIPv6":null}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1, "192.168.0.1")
+	put(2, "192.168.0.2")
+	w := m.NewWatcher()
+	if _, _, all := w.Changes(); !all {
+		t.Fatal("Changes before the first listing must ask for the whole set")
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w.Run(wctx)
+	waitRev := func(rev int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for w.Revision() < rev {
+			if time.Now().After(deadline) {
+				t.Fatalf("watcher at revision %d, want %d", w.Revision(), rev)
+			}
+			select {
+			case <-w.Updated():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	r, _ := cli.Get(ctx, "x")
+	waitRev(r.Header.Revision)
+	if _, _, all := w.Changes(); !all {
+		t.Fatal("Changes after the first listing must ask for the whole set")
+	}
+	if ls, _ := w.TakeAll(); len(ls) != 2 {
+		t.Fatalf("TakeAll: %d leases", len(ls))
+	}
+	if gone, came, all := w.Changes(); all || len(gone)+len(came) != 0 {
+		t.Fatalf("nothing changed, got gone %v came %v all %v", gone, came, all)
+	}
+
+	put(2, "192.168.0.22")                                     // replaced
+	cli.Delete(ctx, "/coreos.com/network/subnets/10.5.1.0-24") // deleted
+	put(3, "192.168.0.3")                                      // new
+	put(3, "192.168.0.33")                                     // new, then replaced: still just new
+	resp, _ := cli.Put(ctx, "/coreos.com/network/subnets/10.5.4.0-24", `{"PublicIP":"192.168.0.4"}`)
+	cli.Delete(ctx, "/coreos.com/network/subnets/10.5.4.0-24") // came and went: nothing
+	waitRev(resp.Header.Revision + 1)
+	gone, came, all := w.Changes()
+	if all {
+		t.Fatal("a few changes must be listed one by one")
+	}
+	str := func(ls []subnet.Lease) string {
+		var s []string
+		for _, l := range ls {
+			s = append(s, l.Subnet.String()+"@"+l.Attrs.PublicIP.String())
+		}
+		slices.Sort(s)
+		return strings.Join(s, " ")
+	}
+	if got, want := str(gone), "10.5.1.0/24@192.168.0.1 10.5.2.0/24@192.168.0.2"; got != want {
+		t.Errorf("gone = %s, want %s", got, want)
+	}
+	if got, want := str(came), "10.5.2.0/24@192.168.0.22 10.5.3.0/24@192.168.0.33"; got != want {
+		t.Errorf("came = %s, want %s", got, want)
+	}
+	if gone, came, _ := w.Changes(); len(gone)+len(came) != 0 {
+		t.Errorf("changes handed out twice: %v %v", gone, came)
+	}
+
+	// More changes than are worth listing: the consumer takes the set.
+	var last int64
+	for i := 0; i < maxPending+8; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+100, maxPending+8); j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/coreos.com/network/subnets/10.5.%d.%d-32", 100+j/256, j%256), `{"PublicIP":"192.168.1.1"}`))
+		}
+		tr, err := cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tr.Header.Revision
+	}
+	waitRev(last)
+	if _, _, all := w.Changes(); !all {
+		t.Fatalf("%d changes listed one by one; want the whole set", maxPending+8)
+	}
+	if ls, _ := w.TakeAll(); len(ls) != 2+maxPending+8 {
+		t.Fatalf("TakeAll after the burst: %d leases", len(ls))
+	}
+	if _, _, all := w.Changes(); all {
+		t.Fatal("TakeAll must reset the overflow")
 	}
 }

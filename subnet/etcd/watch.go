@@ -24,11 +24,27 @@ type Watcher struct {
 	leases map[string]subnet.Lease
 	rev    int64
 	synced bool
+	// pending holds, for each key changed since the consumer last took
+	// the set (TakeAll) or the changes (Changes), what the key held then.
+	pending map[string]prior
+	// overflow says the changes are not worth listing one by one (a
+	// re-list, or more changes than a pass over everything costs).
+	overflow bool
 }
+
+// prior is a key's lease as the consumer last saw it.
+type prior struct {
+	lease subnet.Lease
+	had   bool
+}
+
+// maxPending bounds the changes kept one by one; beyond it (or an eighth
+// of the set, if more) the consumer is told to take the whole set.
+const maxPending = 512
 
 // NewWatcher returns a Watcher; call Run.
 func (m *Manager) NewWatcher() *Watcher {
-	return &Watcher{m: m, updated: make(chan struct{}, 1), leases: map[string]subnet.Lease{}}
+	return &Watcher{m: m, updated: make(chan struct{}, 1), leases: map[string]subnet.Lease{}, pending: map[string]prior{}}
 }
 
 // NewWatcherFrom returns a Watcher that starts from a listing the caller
@@ -60,6 +76,61 @@ func (w *Watcher) Leases() ([]subnet.Lease, bool) {
 		out = append(out, l)
 	}
 	return out, w.synced
+}
+
+// TakeAll is Leases for a consumer that also uses Changes: the changes
+// pending so far are included in the set returned, so Changes forgets
+// them.
+func (w *Watcher) TakeAll() ([]subnet.Lease, bool) {
+	w.lock()
+	defer w.unlock()
+	out := make([]subnet.Lease, 0, len(w.leases))
+	for _, l := range w.leases {
+		out = append(out, l)
+	}
+	clear(w.pending)
+	w.overflow = false
+	return out, w.synced
+}
+
+// Changes returns what changed since the last TakeAll or Changes: gone are
+// the leases as they were then (for deleted and replaced keys), came the
+// current versions of new and replaced keys. all is true when the
+// consumer must call TakeAll instead: before the first listing, after a
+// re-list, or after more changes than are worth listing.
+func (w *Watcher) Changes() (gone, came []subnet.Lease, all bool) {
+	w.lock()
+	defer w.unlock()
+	if !w.synced || w.overflow {
+		return nil, nil, true
+	}
+	for k, p := range w.pending {
+		if p.had {
+			gone = append(gone, p.lease)
+		}
+		if l, ok := w.leases[k]; ok {
+			came = append(came, l)
+		}
+	}
+	clear(w.pending)
+	return gone, came, false
+}
+
+// change records that key is about to change; call with the lock held.
+func (w *Watcher) change(key string) {
+	if w.overflow {
+		return
+	}
+	if _, seen := w.pending[key]; seen {
+		return // the consumer's view is the one recorded first
+	}
+	if len(w.pending) >= max(maxPending, len(w.leases)/8) {
+		w.overflow = true
+		clear(w.pending)
+		return
+	}
+	l, had := w.leases[key]
+	w.pending[key] = prior{l, had}
 }
 
 // Revision is the etcd revision the set reflects.
@@ -109,6 +180,8 @@ func (w *Watcher) Run(ctx context.Context) {
 			}
 			w.lock()
 			w.leases, w.rev, w.synced = set, rev, true
+			w.overflow = true // consumers take the new set whole
+			clear(w.pending)
 			w.unlock()
 			w.notify()
 			needList = false
@@ -161,6 +234,7 @@ func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
 		w.lock()
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
+			w.change(key)
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(w.leases, key)
 				continue

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/flannelng/flannel/backend"
+	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/pkg/metrics"
+	"github.com/flannelng/flannel/subnet"
+	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
+)
+
+// dataPlane feeds the backend from the lease watcher. A pass over all
+// peers (the desired state, rebuilt from scratch) runs at start, on kernel
+// drift and periodically; a lease change in between goes through the
+// backend's delta path when it has one, so that one lease changing among
+// 5,000 costs what one lease costs. The delta path declines (and a pass
+// over all peers runs instead) whenever it cannot be sure to end up where
+// that pass would.
+//
+// Not safe for concurrent use: the daemon's main loop owns it.
+type dataPlane struct {
+	w      *etcdsubnet.Watcher
+	nw     backend.Network
+	inc    backend.Incremental // nil: every change is a pass over all peers
+	keyOf  func(subnet.Lease) string
+	ownKey string
+	filter *peerFilter
+	cfg    *subnet.Config
+	mx     *metrics.Metrics
+	log    *slog.Logger
+
+	lastCount int // peers programmed at the last full pass
+	// The lease gauges' counts, kept up to date by deltas: leases other
+	// than ours, and those of them that hold a subnet of the range.
+	others, othersInRange int
+}
+
+func newDataPlane(w *etcdsubnet.Watcher, nw backend.Network, keyOf func(subnet.Lease) string, own subnet.Lease,
+	cfg *subnet.Config, mx *metrics.Metrics, log *slog.Logger) *dataPlane {
+	d := &dataPlane{w: w, nw: nw, keyOf: keyOf, ownKey: keyOf(own), filter: newPeerFilter(cfg, own, log),
+		cfg: cfg, mx: mx, log: log, lastCount: -1}
+	d.inc, _ = nw.(backend.Incremental)
+	return d
+}
+
+// full reconciles against every peer. It reports whether the watcher had
+// its first listing (nothing is programmed before that).
+func (d *dataPlane) full(ctx context.Context) (synced bool, err error) {
+	all, synced := d.w.TakeAll()
+	if !synced {
+		return false, nil
+	}
+	all = d.withoutOwn(all)
+	d.others, d.othersInRange = 0, 0
+	d.count(all, 1)
+	peers := d.filter.filter(all)
+	if len(peers) != d.lastCount {
+		if d.lastCount >= 0 {
+			d.log.Info("Peers changed", "peers", len(peers))
+		}
+		d.lastCount = len(peers)
+	}
+	return true, d.nw.Reconcile(ctx, peers)
+}
+
+// changed applies what the watcher reports changed: through the delta
+// path when it can, else as a pass over all peers.
+func (d *dataPlane) changed(ctx context.Context) error {
+	if d.inc != nil {
+		gone, came, all := d.w.Changes()
+		if !all {
+			gone, came = d.withoutOwn(gone), d.withoutOwn(came)
+			d.count(gone, -1)
+			d.count(came, 1)
+			if gone, came, ok := d.filter.delta(gone, came); ok {
+				err := d.inc.Update(ctx, gone, came)
+				if !errors.Is(err, kernel.ErrFullPass) {
+					return err
+				}
+				d.log.Debug("lease change needs a pass over all peers", "err", err)
+			}
+		}
+	}
+	_, err := d.full(ctx)
+	return err
+}
+
+// count adds (sign 1) or removes (-1) leases other than ours to the lease
+// gauges and publishes them: all leases in etcd, ours included, and the
+// IPv4 subnets of the range no lease holds.
+func (d *dataPlane) count(ls []subnet.Lease, sign int) {
+	cfg := d.cfg
+	for _, l := range ls {
+		d.others += sign
+		if cfg.EnableIPv4 && l.Subnet.IsValid() && l.Subnet.Bits() == cfg.SubnetLen && cfg.Network.Contains(l.Subnet.Addr()) {
+			d.othersInRange += sign
+		}
+	}
+	d.mx.Leases.Set(float64(d.others + 1))
+	if cfg.EnableIPv4 {
+		d.mx.SubnetsFree.Set(float64(max(int64(cfg.SubnetCount(false))-int64(d.othersInRange+1), 0)))
+	}
+}
+
+// withoutOwn drops our own lease (in place).
+func (d *dataPlane) withoutOwn(ls []subnet.Lease) []subnet.Lease {
+	out := ls[:0]
+	for _, l := range ls {
+		if d.keyOf(l) != d.ownKey {
+			out = append(out, l)
+		}
+	}
+	return out
+}
