@@ -186,7 +186,7 @@ func TestPlan(t *testing.T) {
 				tc.cache(c)
 			}
 			ix, _ := buildIndex(tc.want)
-			ops := plan(ix, c)
+			ops := plan(ix, c).all()
 			if got := render(ops); got != tc.ops {
 				t.Fatalf("ops:\n%s\nwant:\n%s", got, tc.ops)
 			}
@@ -194,7 +194,7 @@ func TestPlan(t *testing.T) {
 			for _, o := range ops {
 				c.record(o)
 			}
-			if again := plan(ix, c); len(again) != 0 {
+			if again := plan(ix, c).all(); len(again) != 0 {
 				t.Fatalf("second plan not empty:\n%s", render(again))
 			}
 		})
@@ -311,7 +311,7 @@ func BenchmarkPlanUnchanged(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		ix, _ := buildIndex(st)
-		if ops := plan(ix, c); len(ops) != 0 {
+		if ops := plan(ix, c).all(); len(ops) != 0 {
 			b.Fatal(len(ops))
 		}
 	}
@@ -395,7 +395,7 @@ func TestDeltaMatchesFullPlan(t *testing.T) {
 			// The kernel as the passes before left it.
 			ix, _ := buildIndex(stateOf(tc.before))
 			c := newCache()
-			for _, o := range plan(ix, c) {
+			for _, o := range plan(ix, c).all() {
 				c.record(o)
 			}
 			var gone, came State
@@ -416,9 +416,9 @@ func TestDeltaMatchesFullPlan(t *testing.T) {
 			if !ok {
 				return
 			}
-			delta := planKeys(ix, c, touched)
+			delta := planKeys(ix, c, touched).all()
 			rebuilt, _ := buildIndex(stateOf(tc.after))
-			full := plan(rebuilt, c)
+			full := plan(rebuilt, c).all()
 			if render(delta) != render(full) {
 				t.Fatalf("delta writes:\n%s\nfull pass writes:\n%s", render(delta), render(full))
 			}
@@ -461,5 +461,39 @@ func TestClaimRelease(t *testing.T) {
 	}
 	if release(m, &c, "x", 1) {
 		t.Fatal("a contested key must not be released by a delta")
+	}
+}
+
+// A big pass keeps the order that matters, neighbour and FDB before the
+// route that uses them, and deletions of routes first.
+func TestPlanBigPassKindOrder(t *testing.T) {
+	var st State
+	c := newCache()
+	for i := range 600 {
+		sn := pfx(fmt.Sprintf("10.%d.%d.0/24", 7+i/256, i%256))
+		mac := MAC{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		st.Routes = append(st.Routes, vxRoute(sn.String(), 5))
+		st.Neighs = append(st.Neighs, Neigh{5, sn.Addr(), mac})
+		st.FDB = append(st.FDB, FDB{5, mac, addr("172.31.0.1")})
+		if i < 250 {
+			// Stale routes to delete, so every kind group is present.
+			r := vxRoute(fmt.Sprintf("10.6.%d.0/24", i), 5)
+			c.routes[keyOfRoute(r)] = ours(r)
+		}
+	}
+	ix, _ := buildIndex(joinStates(st, State{Devices: []Device{{Index: 5, Name: "flannel.1"}}}))
+	ops := plan(ix, c).all()
+	if len(ops) < sortAllBelow {
+		t.Fatalf("only %d ops: the test must exercise the big-pass path", len(ops))
+	}
+	counts := map[opKind]int{}
+	for i, o := range ops {
+		counts[o.kind]++
+		if i > 0 && ops[i-1].kind > o.kind {
+			t.Fatalf("op %d (%s) after op %d (%s): kinds out of order", i, o, i-1, ops[i-1])
+		}
+	}
+	if counts[opRouteDel] != 250 || counts[opRouteSet] != 600 || counts[opNeighSet] != 600 || counts[opFDBSet] != 600 {
+		t.Fatalf("op counts %v", counts)
 	}
 }

@@ -226,7 +226,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 		r.dirty.Store(true)
 	}
 	r.pruneFailures(ix)
-	return summarize(errs, len(ops))
+	return summarize(errs, ops.len())
 }
 
 // ErrFullPass is Update's answer when a change cannot be applied on its
@@ -280,7 +280,7 @@ func (r *Reconciler) Update(ctx context.Context, delta DeltaFunc) error {
 	if suspect {
 		r.dirty.Store(true)
 	}
-	return summarize(errs, len(ops))
+	return summarize(errs, ops.len())
 }
 
 // read dumps the kernel rows we own or want.
@@ -365,7 +365,24 @@ func (r *Reconciler) read(ix *index, adopt bool) (*cache, error) {
 
 // apply runs the writes in order. A failure is recorded for its object
 // and does not stop the others.
-func (r *Reconciler) apply(ctx context.Context, ops []op, writes map[[2]string]int) (errs []error, suspect bool) {
+func (r *Reconciler) apply(ctx context.Context, ops opList, writes map[[2]string]int) (errs []error, suspect bool) {
+	for k := range ops {
+		errs, suspect = r.applyKind(ctx, ops[k], writes, errs, suspect)
+		if ctx.Err() != nil {
+			return errs, suspect
+		}
+	}
+	return errs, suspect
+}
+
+// applyKind runs the writes of one kind.
+func (r *Reconciler) applyKind(ctx context.Context, ops []op, writes map[[2]string]int, errs []error, suspect bool) ([]error, bool) {
+	done := 0
+	defer func() {
+		if len(ops) > 0 && done > 0 {
+			writes[[2]string{ops[0].kind.object(), ops[0].kind.verb()}] += done
+		}
+	}()
 	for _, o := range ops {
 		if err := ctx.Err(); err != nil {
 			return append(errs, err), suspect
@@ -375,18 +392,18 @@ func (r *Reconciler) apply(ctx context.Context, ops []op, writes map[[2]string]i
 		case opRouteSet:
 			err = r.h.RouteReplace(o.route)
 		case opRouteDel:
-			err = r.h.routeDel(o.oldRt)
+			err = r.h.routeDel(o.oldRt())
 		case opNeighSet:
-			err = r.h.neighSet(Neigh{LinkIndex: o.nk.LinkIndex, IP: o.nk.IP, MAC: o.mac})
+			err = r.h.neighSet(Neigh{LinkIndex: o.link, IP: o.ip, MAC: o.mac})
 		case opNeighDel:
-			err = r.h.neighDel(o.nk)
+			err = r.h.neighDel(o.nk())
 		case opFDBSet:
-			err = r.h.fdbSet(FDB{LinkIndex: o.fk.LinkIndex, MAC: o.fk.MAC, Dst: o.dst})
+			err = r.h.fdbSet(FDB{LinkIndex: o.link, MAC: o.mac, Dst: o.ip})
 		case opFDBDelPre, opFDBDel:
-			err = r.h.fdbDel(FDB{LinkIndex: o.fk.LinkIndex, MAC: o.fk.MAC, Dst: o.dst})
+			err = r.h.fdbDel(FDB{LinkIndex: o.link, MAC: o.mac, Dst: o.ip})
 		}
-		key := o.objectKey()
 		if err != nil {
+			key := o.objectKey()
 			err = fmt.Errorf("%s: %w", o, err)
 			if r.failures[key] != err.Error() {
 				r.log.Warn("kernel update failed; will retry", "op", o.String(), "error", err)
@@ -396,12 +413,16 @@ func (r *Reconciler) apply(ctx context.Context, ops []op, writes map[[2]string]i
 			suspect = suspect || o.kind == opFDBDelPre
 			continue
 		}
-		if _, failed := r.failures[key]; failed {
-			r.log.Info("kernel update succeeded after earlier failure", "op", o.String())
-			delete(r.failures, key)
+		if len(r.failures) > 0 {
+			// Named only when something failed before: building the
+			// name of each of 15,000 writes costs more than some writes.
+			if key := o.objectKey(); r.failures[key] != "" {
+				r.log.Info("kernel update succeeded after earlier failure", "op", o.String())
+				delete(r.failures, key)
+			}
 		}
 		r.cache.record(o)
-		writes[[2]string{o.kind.object(), o.kind.verb()}]++
+		done++
 	}
 	return errs, suspect
 }
