@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -33,6 +34,10 @@ type Handle struct {
 
 	reads  atomic.Uint64
 	writes atomic.Uint64
+
+	bwMu     sync.Mutex
+	bw       *batchWriter // opened on first use
+	bwFailed bool
 }
 
 // Stats counts the netlink requests a Handle made.
@@ -83,6 +88,12 @@ func (h *Handle) NetnsPath() string { return h.nsPath }
 
 // Close releases the netlink socket and the namespace reference.
 func (h *Handle) Close() {
+	h.bwMu.Lock()
+	if h.bw != nil {
+		h.bw.close()
+		h.bw = nil
+	}
+	h.bwMu.Unlock()
 	if h.nl != nil {
 		h.nl.Close()
 		h.nl = nil

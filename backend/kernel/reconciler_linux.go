@@ -375,7 +375,8 @@ func (r *Reconciler) apply(ctx context.Context, ops opList, writes map[[2]string
 	return errs, suspect
 }
 
-// applyKind runs the writes of one kind.
+// applyKind runs the writes of one kind: replaces in batches, the rest one
+// by one.
 func (r *Reconciler) applyKind(ctx context.Context, ops []op, writes map[[2]string]int, errs []error, suspect bool) ([]error, bool) {
 	done := 0
 	defer func() {
@@ -383,46 +384,40 @@ func (r *Reconciler) applyKind(ctx context.Context, ops []op, writes map[[2]stri
 			writes[[2]string{ops[0].kind.object(), ops[0].kind.verb()}] += done
 		}
 	}()
-	for _, o := range ops {
+	for rest := ops; len(rest) > 0; {
 		if err := ctx.Err(); err != nil {
 			return append(errs, err), suspect
 		}
-		var err error
-		switch o.kind {
-		case opRouteSet:
-			err = r.h.RouteReplace(o.route)
-		case opRouteDel:
-			err = r.h.routeDel(o.oldRt())
-		case opNeighSet:
-			err = r.h.neighSet(Neigh{LinkIndex: o.link, IP: o.ip, MAC: o.mac})
-		case opNeighDel:
-			err = r.h.neighDel(o.nk())
-		case opFDBSet:
-			err = r.h.fdbSet(FDB{LinkIndex: o.link, MAC: o.mac, Dst: o.ip})
-		case opFDBDelPre, opFDBDel:
-			err = r.h.fdbDel(FDB{LinkIndex: o.link, MAC: o.mac, Dst: o.ip})
+		var results []error
+		if batchable(rest[0].kind) {
+			results = r.h.setBatch(rest[:min(len(rest), maxBatch)])
+		} else {
+			results = []error{r.h.exec(&rest[0])}
 		}
-		if err != nil {
-			key := o.objectKey()
-			err = fmt.Errorf("%s: %w", o, err)
-			if r.failures[key] != err.Error() {
-				r.log.Warn("kernel update failed; will retry", "op", o.String(), "error", err)
-				r.failures[key] = err.Error()
+		for i, err := range results {
+			o := rest[i]
+			if err != nil {
+				err = fmt.Errorf("%s: %w", o, err)
+				if key := o.objectKey(); r.failures[key] != err.Error() {
+					r.log.Warn("kernel update failed; will retry", "op", o.String(), "error", err)
+					r.failures[key] = err.Error()
+				}
+				errs = append(errs, err)
+				suspect = suspect || o.kind == opFDBDelPre
+				continue
 			}
-			errs = append(errs, err)
-			suspect = suspect || o.kind == opFDBDelPre
-			continue
-		}
-		if len(r.failures) > 0 {
-			// Named only when something failed before: building the
-			// name of each of 15,000 writes costs more than some writes.
-			if key := o.objectKey(); r.failures[key] != "" {
-				r.log.Info("kernel update succeeded after earlier failure", "op", o.String())
-				delete(r.failures, key)
+			if len(r.failures) > 0 {
+				// Named only when something failed before: building the
+				// name of each of 15,000 writes costs more than some writes.
+				if key := o.objectKey(); r.failures[key] != "" {
+					r.log.Info("kernel update succeeded after earlier failure", "op", o.String())
+					delete(r.failures, key)
+				}
 			}
+			r.cache.record(o)
+			done++
 		}
-		r.cache.record(o)
-		done++
+		rest = rest[len(results):]
 	}
 	return errs, suspect
 }
