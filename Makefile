@@ -2,6 +2,11 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+# grpcnotrace leaves out gRPC's x/net/trace (and with it html/template):
+# 3.6 MiB less code, and on kernels that map an executable's page cache
+# in large folios, 3.6 MiB less resident memory. flanneld never turns
+# gRPC tracing on.
+TAGS     := grpcnotrace
 BIN      := bin
 FUZZTIME ?= 3s
 
@@ -10,7 +15,7 @@ FUZZTIME ?= 3s
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/flanneld ./cmd/flanneld
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/flanneld ./cmd/flanneld
 	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN)/flannel ./cmd/cni-plugin
 	$(GO) build -o $(BIN)/lab-etcd ./cmd/lab-etcd
 	$(GO) build -o $(BIN)/flannel-lab ./cmd/flannel-lab

@@ -136,7 +136,7 @@ func mainPackageVars(dir string) (map[string]bool, error) {
 
 var errNoGoFiles = errors.New("no Go files")
 
-var goBuildRe = regexp.MustCompile(`^CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main\.(\w+)=\$VERSION" -o (\S+) (\./\S+)$`)
+var goBuildRe = regexp.MustCompile(`^CGO_ENABLED=0 go build -trimpath (?:-tags grpcnotrace )?-ldflags "-s -w -X main\.(\w+)=\$VERSION" -o (\S+) (\./\S+)$`)
 
 func TestDockerfile(t *testing.T) {
 	text := readDistFile(t, "Dockerfile")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -178,7 +179,17 @@ func FuzzParseKey(f *testing.F) {
 	for _, s := range []string{"10.5.52.0-24", "10.12.13.0-24&fd00:12:13::-56", "0.0.0.0-0&fd00::-64", "1.2.3.4-99"} {
 		f.Add(s)
 	}
+	for _, s := range []string{"x10.5.52.0-24", "10.5.52.0-24&-64", "10.5.52.0-24&fd00::-", "1.2.3.4.5-24", "10..3.4-24", "10.5.52.0-24&FD00::-64", "10.5.52.0-24&fd00::-64&fd01::-64"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
+		// The plain-form fast path must split exactly as upstream's
+		// pattern does.
+		if m, ok := splitKey(s); ok {
+			if re := keyRE.FindStringSubmatch(s); !slices.Equal(m, re) {
+				t.Fatalf("%q: fast path %q, pattern %q", s, m, re)
+			}
+		}
 		v4, v6, err := ParseKey(s)
 		if err != nil {
 			return

@@ -140,9 +140,17 @@ type planner struct {
 	ix  *index
 	c   *cache
 	ops opList
+	// With filtered set, only writes of kind only are kept.
+	only     opKind
+	filtered bool
 }
 
-func (p *planner) add(o op) { p.ops[o.kind] = append(p.ops[o.kind], o) }
+func (p *planner) add(o op) {
+	if p.filtered && o.kind != p.only {
+		return
+	}
+	p.ops[o.kind] = append(p.ops[o.kind], o)
+}
 
 // sortAllBelow is the pass size below which writes of one kind are also
 // sorted by object.
@@ -222,60 +230,56 @@ func (p *planner) fdb(k fdbKey) {
 // plan lists the writes that turn the cached kernel state into the wanted
 // one. It costs O(wanted + cached) map lookups and no kernel requests.
 func plan(ix *index, c *cache) opList {
-	p := planner{ix: ix, c: c}
-	// Room for the rows the cache lacks: the first pass at 5,000 peers
-	// would otherwise grow these a dozen times each.
-	p.ops[opRouteSet] = make([]op, 0, max(len(ix.routes)-len(c.routes), 0))
-	p.ops[opNeighSet] = make([]op, 0, max(len(ix.neighs)-len(c.neighs), 0))
-	p.ops[opFDBSet] = make([]op, 0, max(len(ix.fdb)-len(c.fdb), 0))
-	// Each table is scanned twice: wanted rows against the cache, then
-	// cached rows that are not wanted, for deletions. The second scan is
-	// skipped when every cached row turned out to be wanted (nothing to
-	// delete: the common case of leases added or unchanged), which halves
-	// the map lookups of a pass at 5,000 vxlan peers.
-	found := 0
-	for k := range ix.routes {
-		if _, ok := c.routes[k]; ok {
-			found++
-		}
-		p.route(k)
+	var l opList
+	for k := range numKinds {
+		l[k] = planKind(ix, c, k)
 	}
-	if found < len(c.routes) {
-		for k := range c.routes {
-			if _, wanted := ix.routes[k]; !wanted {
-				p.route(k)
+	return l
+}
+
+// planKind lists the writes of one kind. A pass plans and applies one
+// kind at a time, so only one kind's writes (at most one per peer) are in
+// memory at once, not the three per peer of a first vxlan pass.
+func planKind(ix *index, c *cache, k opKind) []op {
+	p := planner{ix: ix, c: c, only: k, filtered: true}
+	switch k {
+	case opRouteDel:
+		for key := range c.routes {
+			if _, wanted := ix.routes[key]; !wanted {
+				p.route(key)
+			}
+		}
+	case opRouteSet:
+		p.ops[k] = make([]op, 0, max(len(ix.routes)-len(c.routes), 0))
+		for key := range ix.routes {
+			p.route(key)
+		}
+	case opNeighSet:
+		p.ops[k] = make([]op, 0, max(len(ix.neighs)-len(c.neighs), 0))
+		for key := range ix.neighs {
+			p.neigh(key)
+		}
+	case opNeighDel:
+		for key := range c.neighs {
+			if _, wanted := ix.neighs[key]; !wanted {
+				p.neigh(key)
+			}
+		}
+	case opFDBDelPre, opFDBSet:
+		if k == opFDBSet {
+			p.ops[k] = make([]op, 0, max(len(ix.fdb)-len(c.fdb), 0))
+		}
+		for key := range ix.fdb {
+			p.fdb(key)
+		}
+	case opFDBDel:
+		for key := range c.fdb {
+			if _, wanted := ix.fdb[key]; !wanted {
+				p.fdb(key)
 			}
 		}
 	}
-	found = 0
-	for k := range ix.neighs {
-		if _, ok := c.neighs[k]; ok {
-			found++
-		}
-		p.neigh(k)
-	}
-	if found < len(c.neighs) {
-		for k := range c.neighs {
-			if _, wanted := ix.neighs[k]; !wanted {
-				p.neigh(k)
-			}
-		}
-	}
-	found = 0
-	for k := range ix.fdb {
-		if _, ok := c.fdb[k]; ok {
-			found++
-		}
-		p.fdb(k)
-	}
-	if found < len(c.fdb) {
-		for k := range c.fdb {
-			if _, wanted := ix.fdb[k]; !wanted {
-				p.fdb(k)
-			}
-		}
-	}
-	return p.sorted()
+	return p.sorted()[k]
 }
 
 // planKeys is plan for the touched keys only: a delta pass costs what the

@@ -213,8 +213,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 		r.lastFull = time.Now()
 	}
 
-	ops := plan(ix, r.cache)
-	applyErrs, suspect := r.apply(ctx, ops, report.Writes)
+	var applyErrs []error
+	suspect, nOps := false, 0
+	for k := range numKinds {
+		ops := planKind(ix, r.cache, k)
+		nOps += len(ops)
+		if applyErrs, suspect = r.applyKind(ctx, ops, report.Writes, applyErrs, suspect); ctx.Err() != nil {
+			break
+		}
+	}
 	report.Errors = len(applyErrs)
 	errs = append(errs, applyErrs...)
 	if prepErr != nil || suspect {
@@ -226,7 +233,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 		r.dirty.Store(true)
 	}
 	r.pruneFailures(ix)
-	return summarize(errs, ops.len())
+	return summarize(errs, nOps)
 }
 
 // ErrFullPass is Update's answer when a change cannot be applied on its

@@ -20,6 +20,11 @@ import (
 // subscription (it is then restarted, and the next pass is a full one).
 const notifyBufferSize = 8 << 20
 
+// notifyQueue is the depth of the queue between netlink's reader and our
+// handler. The socket buffer above absorbs bursts; a deep queue of parsed
+// notifications (a parsed route is ~400 bytes) only adds resident memory.
+const notifyQueue = 64
+
 const (
 	resubscribeMin = 100 * time.Millisecond
 	resubscribeMax = 5 * time.Second
@@ -141,13 +146,13 @@ func runSub[T any](ctx context.Context, w *watcher, r *Reconciler, ns *netns.NsH
 			}
 			r.MarkDirty(fmt.Sprintf("%s notifications lost: %v", name, err))
 		}
-		ch, done := make(chan T, 1024), make(chan struct{})
+		ch, done := make(chan T, notifyQueue), make(chan struct{})
 		err := subscribe(ch, done, subOptions{ns: ns, onError: onError, rcvbuf: notifyBufferSize})
 		if err != nil {
 			// Without CAP_NET_ADMIN the forced buffer size fails; the
 			// default size still works for small clusters.
 			close(done)
-			ch, done = make(chan T, 1024), make(chan struct{})
+			ch, done = make(chan T, notifyQueue), make(chan struct{})
 			err = subscribe(ch, done, subOptions{ns: ns, onError: onError})
 		}
 		if err != nil {

@@ -125,10 +125,12 @@ func goBuild(ctx context.Context, name, pkg string) (string, error) {
 	out := filepath.Join(dir, name)
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, pkg)
+	// The same tags as the Makefile, so lab figures describe the binary
+	// users get.
+	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "grpcnotrace", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build -o %s %s: %w\n%s", out, pkg, err, strings.TrimSpace(string(b)))
+		return "", fmt.Errorf("go build -tags grpcnotrace -o %s %s: %w\n%s", out, pkg, err, strings.TrimSpace(string(b)))
 	}
 	return out, nil
 }
