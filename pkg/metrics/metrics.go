@@ -1,7 +1,7 @@
-// Package metrics holds flanneld's Prometheus metrics. The collectors live
-// in their own registry (not the process-global default one) and are fed
-// through hook functions the other packages expose, so those packages stay
-// free of Prometheus.
+// Package metrics holds flanneld's Prometheus metrics and serves them in the
+// text exposition format, written here rather than with client_golang (see
+// expo.go for why). The metrics are fed through hook functions the other
+// packages expose, so those packages stay free of metrics code.
 package metrics
 
 import (
@@ -9,84 +9,109 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/backend/kernel"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics is the set of flanneld's metrics.
+// Metrics is the set of flanneld's metrics. Its methods and gauges are safe
+// for concurrent use.
 type Metrics struct {
-	reg *prometheus.Registry
+	Leases      *Gauge
+	LeaseExpiry *Gauge
+	SubnetsFree *Gauge
+	Ready       *Gauge
 
-	Leases          prometheus.Gauge
-	LeaseExpiry     prometheus.Gauge
-	SubnetsFree     prometheus.Gauge
-	Ready           prometheus.Gauge
-	EtcdErrors      *prometheus.CounterVec
-	EtcdDuration    *prometheus.HistogramVec
-	WatchRestarts   *prometheus.CounterVec
-	ReconcilePasses *prometheus.CounterVec
-	ReconcileTime   prometheus.Histogram
-	KernelObjects   *prometheus.CounterVec
-	FirewallRepairs *prometheus.CounterVec
+	etcdErrors      *vec
+	etcdDuration    *vec
+	watchRestarts   *vec
+	reconcilePasses *vec
+	reconcileTime   *vec
+	kernelObjects   *vec
+	firewallRepairs *vec
+
+	collectors []collector
 }
 
-// New builds the metrics, with Go runtime and process collectors.
+// New builds the metrics, with Go runtime and process ones.
+//
+// cmd/flanneld's TestDocsMetrics reads the Name fields below from this
+// file's source to check docs/metrics.md: keep flannel's metrics defined
+// here and only here.
 func New() *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
-		Leases: prometheus.NewGauge(prometheus.GaugeOpts{
+		Leases: newGauge(opts{
 			Name: "flannel_leases", Help: "Subnet leases known in etcd, our own included.",
 		}),
-		LeaseExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+		LeaseExpiry: newGauge(opts{
 			Name: "flannel_lease_expiry_timestamp_seconds", Help: "Unix time our lease expires unless renewed (0 for a reservation).",
 		}),
-		SubnetsFree: prometheus.NewGauge(prometheus.GaugeOpts{
+		SubnetsFree: newGauge(opts{
 			Name: "flannel_subnets_free", Help: "IPv4 subnets between SubnetMin and SubnetMax that no lease holds.",
 		}),
-		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
+		Ready: newGauge(opts{
 			Name: "flannel_ready", Help: "1 once the lease is held, the data plane programmed and subnet.env written.",
 		}),
-		EtcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		etcdErrors: newCounterVec(opts{
 			Name: "flannel_etcd_request_errors_total", Help: "etcd requests that failed, by kind.",
-		}, []string{"request"}),
-		EtcdDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		}, "request"),
+		etcdDuration: newHistogramVec(opts{
 			Name: "flannel_etcd_request_duration_seconds", Help: "Latency of etcd requests, by kind.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"request"}),
-		WatchRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, "request"),
+		watchRestarts: newCounterVec(opts{
 			Name: "flannel_etcd_watch_restarts_total", Help: "Times the lease watch was re-established, by reason.",
-		}, []string{"reason"}),
-		ReconcilePasses: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, "reason"),
+		reconcilePasses: newCounterVec(opts{
 			Name: "flannel_reconcile_passes_total", Help: "Data-plane reconcile passes, by kind (full: kernel dump and diff; incremental).",
-		}, []string{"kind"}),
-		ReconcileTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+		}, "kind"),
+		reconcileTime: newHistogramVec(opts{
 			Name: "flannel_reconcile_duration_seconds", Help: "Duration of data-plane reconcile passes.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
 		}),
-		KernelObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+		kernelObjects: newCounterVec(opts{
 			Name: "flannel_kernel_objects_total", Help: "Kernel objects written, by object (route, neigh, fdb) and action (added, removed, repaired).",
-		}, []string{"object", "action"}),
-		FirewallRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, "object", "action"),
+		firewallRepairs: newCounterVec(opts{
 			Name: "flannel_firewall_repairs_total", Help: "Times a resync found our traffic rules changed and rewrote them, by table.",
-		}, []string{"table"}),
+		}, "table"),
 	}
-	m.reg.MustRegister(m.Leases, m.LeaseExpiry, m.SubnetsFree, m.Ready, m.EtcdErrors, m.EtcdDuration, m.WatchRestarts,
-		m.ReconcilePasses, m.ReconcileTime, m.KernelObjects, m.FirewallRepairs,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.collectors = []collector{m.Leases, m.LeaseExpiry, m.SubnetsFree, m.Ready, m.etcdErrors, m.etcdDuration,
+		m.watchRestarts, m.reconcilePasses, m.reconcileTime, m.kernelObjects, m.firewallRepairs,
+		goCollector{}, processCollector{}}
 	return m
 }
 
-// Handler serves the metrics in the Prometheus text format.
+// Handler serves the metrics in the Prometheus text format 0.0.4, to GET
+// and HEAD.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", contentType)
+		if r.Method == http.MethodHead {
+			// No body, so no need to read the runtime (which stops the world).
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Write(m.appendText(make([]byte, 0, 16<<10)))
+	})
+}
+
+// appendText appends one scrape in the text format.
+func (m *Metrics) appendText(b []byte) []byte {
+	fams := make([]family, 0, 64)
+	for _, c := range m.collectors {
+		fams = c.collect(fams)
+	}
+	return appendText(b, fams)
 }
 
 // EtcdRequest is a subnet/etcd Options.OnRequest hook.
 func (m *Metrics) EtcdRequest(kind string, d time.Duration, err error) {
-	m.EtcdDuration.WithLabelValues(kind).Observe(d.Seconds())
+	m.etcdDuration.observe(d.Seconds(), kind)
 	if err != nil {
-		m.EtcdErrors.WithLabelValues(kind).Inc()
+		m.etcdErrors.add(1, kind)
 	}
 }
 
@@ -96,17 +121,18 @@ func (m *Metrics) WatchRestart(relist bool) {
 	if relist {
 		reason = "compaction"
 	}
-	m.WatchRestarts.WithLabelValues(reason).Inc()
+	m.watchRestarts.add(1, reason)
 }
 
-// Pass is a backend Config.OnPass hook.
+// Pass is a backend Config.OnPass hook. A pass that did not read the
+// kernel (a delta pass included) is an incremental one.
 func (m *Metrics) Pass(r kernel.PassReport) {
 	kind := "incremental"
 	if r.Full {
 		kind = "full"
 	}
-	m.ReconcilePasses.WithLabelValues(kind).Inc()
-	m.ReconcileTime.Observe(r.Duration.Seconds())
+	m.reconcilePasses.add(1, kind)
+	m.reconcileTime.observe(r.Duration.Seconds())
 	for k, n := range r.Writes {
 		action := "added"
 		switch {
@@ -115,9 +141,9 @@ func (m *Metrics) Pass(r kernel.PassReport) {
 		case k[1] == "del":
 			action = "removed"
 		}
-		m.KernelObjects.WithLabelValues(k[0], action).Add(float64(n))
+		m.kernelObjects.add(float64(n), k[0], action)
 	}
 }
 
 // FirewallRepair is a pkg/firewall Options.OnRepair hook.
-func (m *Metrics) FirewallRepair(table string) { m.FirewallRepairs.WithLabelValues(table).Inc() }
+func (m *Metrics) FirewallRepair(table string) { m.firewallRepairs.add(1, table) }
