@@ -5,7 +5,8 @@ LDFLAGS  := -X main.version=$(VERSION)
 # grpcnotrace leaves out gRPC's x/net/trace (and with it html/template):
 # 3.6 MiB less code, and on kernels that map an executable's page cache
 # in large folios, 3.6 MiB less resident memory. flanneld never turns
-# gRPC tracing on.
+# gRPC tracing on. CGO_ENABLED=0 links statically, as the image does: no
+# libc mapped (another 1.4 MiB resident).
 TAGS     := grpcnotrace
 BIN      := bin
 FUZZTIME ?= 3s
@@ -15,7 +16,7 @@ FUZZTIME ?= 3s
 all: build
 
 build:
-	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/flanneld ./cmd/flanneld
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/flanneld ./cmd/flanneld
 	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN)/flannel ./cmd/cni-plugin
 	$(GO) build -o $(BIN)/lab-etcd ./cmd/lab-etcd
 	$(GO) build -o $(BIN)/flannel-lab ./cmd/flannel-lab

@@ -153,3 +153,46 @@ func TestChecksumDecision(t *testing.T) {
 		t.Fatal("off must force off")
 	}
 }
+
+// The canonical-form fast path must decode exactly what encoding/json
+// decodes, and decline nothing it should not.
+func FuzzDecodeBackendData(f *testing.F) {
+	for _, s := range []string{
+		`{"VNI":1,"VtepMAC":"02:fb:00:00:00:01"}`, `{"VNI":4294967295,"VtepMAC":"AA:bb:cc:dd:ee:ff"}`,
+		`{"VNI":4294967296,"VtepMAC":"02:fb:00:00:00:01"}`, `{"VNI":01,"VtepMAC":"02:fb:00:00:00:01"}`,
+		`{"VNI":1,"VtepMAC":"02-fb-00-00-00-01"}`, `{"vni":1,"vtepmac":"02:fb:00:00:00:01"}`,
+		`{"VNI":1,"VtepMAC":"02:fb:00:00:00:0g"}`, `{"VNI":1, "VtepMAC":"02:fb:00:00:00:01"}`, `null`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		vni, mac, ok := decodeCanonical(raw)
+		if !ok {
+			return
+		}
+		var d subnet.VXLANData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("%q: fast path took what encoding/json refuses: %v", raw, err)
+		}
+		want, err := kernel.ParseMAC(d.VtepMAC)
+		if err != nil || int(d.VNI) != vni || want != mac {
+			t.Fatalf("%q: fast path %d %s, encoding/json %d %s (%v)", raw, vni, mac, d.VNI, want, err)
+		}
+	})
+}
+
+func TestDecodeCanonical(t *testing.T) {
+	vni, mac, ok := decodeCanonical([]byte(`{"VNI":7,"VtepMAC":"0A:fb:00:00:00:01"}`))
+	if !ok || vni != 7 || mac.String() != "0a:fb:00:00:00:01" {
+		t.Fatalf("canonical form: %d %s %v", vni, mac, ok)
+	}
+	for _, s := range []string{`{"VNI":01,"VtepMAC":"02:fb:00:00:00:01"}`, `{"VNI":4294967296,"VtepMAC":"02:fb:00:00:00:01"}`, `{"VNI":1,"VtepMAC":"02:fb:00:00:00:01","X":1}`} {
+		if _, _, ok := decodeCanonical([]byte(s)); ok {
+			t.Errorf("%s taken by the fast path", s)
+		}
+	}
+	// What the fast path leaves goes through encoding/json, as before.
+	if vni, mac, err := decodeBackendData([]byte(`{"VtepMAC":"02:fb:00:00:00:01", "VNI":3}`)); err != nil || vni != 3 || mac.String() != "02:fb:00:00:00:01" {
+		t.Errorf("other key order: %d %s %v", vni, mac, err)
+	}
+}

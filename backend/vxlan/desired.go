@@ -1,7 +1,6 @@
 package vxlan
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 
@@ -26,37 +25,6 @@ type planner struct {
 	// direct reports whether addr is on a directly connected network and
 	// through which link; only called when directRouting is set.
 	direct func(addr netip.Addr) (linkIndex int, ok bool)
-	// decoded caches parsed BackendData across passes (may be nil).
-	decoded dataCache
-}
-
-// dataCache keeps the parsed BackendData of each lease subnet: most passes
-// see the same few thousand values again, and JSON decoding them all would
-// be most of a pass's CPU time. It is keyed by subnet rather than by the
-// raw bytes: in the daemon (bench/, K=5,000) hashing every lease's JSON on
-// every pass cost a seventh of the pass, mostly cache misses on bytes
-// scattered over the heap. The entry keeps the lease's own slice, so for
-// an unchanged lease bytes.Equal meets the same backing array and returns
-// without reading it (the runtime compares the pointers first).
-type dataCache map[netip.Prefix]decodedData
-
-type decodedData struct {
-	raw []byte
-	vni int
-	mac kernel.MAC
-	err error
-}
-
-func (c dataCache) decode(sn netip.Prefix, raw []byte) (int, kernel.MAC, error) {
-	if c == nil {
-		return decodeBackendData(raw)
-	}
-	if d, ok := c[sn]; ok && bytes.Equal(d.raw, raw) {
-		return d.vni, d.mac, d.err
-	}
-	vni, mac, err := decodeBackendData(raw)
-	c[sn] = decodedData{raw, vni, mac, err}
-	return vni, mac, err
 }
 
 // state computes the rows for the remote leases. skipped maps a lease key
@@ -67,18 +35,19 @@ func (p planner) state(peers []subnet.Lease) (st kernel.State, skipped map[strin
 	st.Routes = make([]kernel.Route, 0, n)
 	st.Neighs = make([]kernel.Neigh, 0, n)
 	st.FDB = make([]kernel.FDB, 0, n)
+	own4, own6 := p.v4.own.Masked(), p.v6.own.Masked()
 	for _, l := range peers {
 		if l.Attrs.BackendType != BackendType {
 			skipped[l.Key()] = fmt.Sprintf("ignoring non-vxlan v4Subnet(%s) v6Subnet(%s): type=%v",
 				prefixOrNone(l.Subnet), prefixOrNone(l.IPv6Subnet), l.Attrs.BackendType)
 			continue
 		}
-		if p.v4.enabled && l.Subnet.IsValid() && l.Subnet.Masked() != p.v4.own.Masked() {
+		if p.v4.enabled && l.Subnet.IsValid() && l.Subnet.Masked() != own4 {
 			if why := p.add(&st, p.v4, l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData); why != "" {
 				skipped[l.Key()] = fmt.Sprintf("ignoring IPv4 part of vxlan lease %s: %s", l.Key(), why)
 			}
 		}
-		if p.v6.enabled && l.IPv6Subnet.IsValid() && l.IPv6Subnet.Masked() != p.v6.own.Masked() {
+		if p.v6.enabled && l.IPv6Subnet.IsValid() && l.IPv6Subnet.Masked() != own6 {
 			if why := p.add(&st, p.v6, l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data); why != "" {
 				if old := skipped[l.Key()]; old != "" {
 					why = old + "; IPv6 part: " + why
@@ -98,7 +67,7 @@ func (p planner) add(st *kernel.State, f familyPlan, sn netip.Prefix, public net
 	if !public.IsValid() {
 		return "no public IP"
 	}
-	vni, mac, err := p.decoded.decode(sn, data)
+	vni, mac, err := decodeBackendData(data)
 	if err != nil {
 		return err.Error()
 	}

@@ -210,7 +210,6 @@ func (b *vxlanBackend) Configure(ctx context.Context, own subnet.Lease) (backend
 		direct:  map[netip.Addr]directInfo{},
 		skipped: backend.NewSkipLog(b.log),
 		devErrs: map[string]string{},
-		decoded: dataCache{},
 	}
 	return n, nil
 }
@@ -234,7 +233,6 @@ type network struct {
 	lastDirect map[netip.Addr]bool
 	skipped    *backend.SkipLog
 	devErrs    map[string]string
-	decoded    dataCache
 }
 
 func (n *network) MTU() int                 { return n.mtu }
@@ -279,10 +277,6 @@ func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 			// them a peer's decision changes only with its public IP.
 			clear(n.direct)
 		}
-		if len(n.decoded) > 2*len(peers)+64 {
-			// Bounded memory: old values of changed leases go.
-			clear(n.decoded)
-		}
 		st, skipped := n.planner().state(peers)
 		n.skipped.Pass(skipped)
 		n.pruneDirect(peers)
@@ -297,7 +291,7 @@ func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 
 // planner is the pure part of a pass; call with b.mu held.
 func (n *network) planner() planner {
-	p := planner{vni: n.b.opts.VNI, directRouting: n.b.opts.DirectRouting, direct: n.isDirect, decoded: n.decoded}
+	p := planner{vni: n.b.opts.VNI, directRouting: n.b.opts.DirectRouting, direct: n.isDirect}
 	if d := n.b.v4; d != nil {
 		p.v4 = familyPlan{enabled: true, devIndex: d.index, own: n.own.Subnet}
 	}
@@ -320,7 +314,6 @@ func (n *network) Update(ctx context.Context, gone, came []subnet.Lease) error {
 			return kernel.State{}, kernel.State{}, errors.New("vxlan network is closed")
 		}
 		p := n.planner()
-		// gone first: its BackendData is still the cached one.
 		was, _ := p.state(gone)
 		now, skipped := p.state(came)
 		n.skipped.Delta(gone, came, skipped)

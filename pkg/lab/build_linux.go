@@ -129,6 +129,7 @@ func goBuild(ctx context.Context, name, pkg string) (string, error) {
 	// users get.
 	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "grpcnotrace", "-o", out, pkg)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build -tags grpcnotrace -o %s %s: %w\n%s", out, pkg, err, strings.TrimSpace(string(b)))
 	}
