@@ -384,7 +384,8 @@ func setupFirewall(ctx context.Context, c *config, netCfg *subnet.Config, lease 
 	if netCfg.EnableIPv6 {
 		want.IPv6Network, want.IPv6Subnet = netCfg.IPv6Network, lease.IPv6Subnet
 	}
-	fw, err := firewall.New(ctx, mode, firewall.Options{Logger: log, Resync: time.Duration(c.IPTablesResync) * time.Second, OnRepair: mx.FirewallRepair})
+	fw, err := firewall.New(ctx, mode, firewall.Options{Logger: log, Resync: time.Duration(c.IPTablesResync) * time.Second, OnRepair: mx.FirewallRepair,
+		Generation: firewall.NFTablesGeneration})
 	if err != nil {
 		if !c.IPMasq && !c.IPTablesForwardRule {
 			log.Warn("No packet filter tools found; running without traffic rules", "err", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"strings"
 	"sync"
 	"time"
 )
@@ -25,6 +27,7 @@ type IPTables struct {
 
 	afterPass func() // test hook, called after each resync pass
 	onRepair  func(table string)
+	quiet     quietSince // set up for nf_tables-backed variants only
 }
 
 var _ Manager = (*IPTables)(nil)
@@ -46,6 +49,9 @@ func NewIPTables(ctx context.Context, opts Options) (*IPTables, error) {
 	}
 	opts.Logger.Info("iptables features", "version", feat.version, "random_fully", feat.randomFully, "restore_wait", feat.wait)
 	m := newIPTables(x, opts, feat.randomFully)
+	if opts.Generation != nil && nfTablesBacked(cmds) {
+		m.quiet.gen = opts.Generation
+	}
 	if cmds.Variant != VariantPlain {
 		other := CommandsFor(VariantLegacy)
 		if cmds.Variant == VariantLegacy {
@@ -79,7 +85,23 @@ func (m *IPTables) Apply(ctx context.Context, cfg Config) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cfg = &cfg
-	return m.sync(ctx, cfg, false)
+	m.quiet.forget()
+	_, err := m.sync(ctx, cfg, false)
+	return err
+}
+
+// nfTablesBacked reports whether the variant's rules are nf_tables rules,
+// which move the ruleset generation: iptables-nft, or a plain iptables
+// whose version line says "(nf_tables)".
+func nfTablesBacked(cmds IPTablesCommands) bool {
+	switch cmds.Variant {
+	case VariantNFT:
+		return true
+	case VariantLegacy:
+		return false
+	}
+	out, err := exec.Command(cmds.IPTables, "--version").Output()
+	return err == nil && strings.Contains(string(out), "nf_tables")
 }
 
 // Run implements Manager.
@@ -91,21 +113,29 @@ func (m *IPTables) Run(ctx context.Context) {
 	}, m.afterPass)
 }
 
-// resyncOnce checks the tables the last Apply wanted: one save per table.
+// resyncOnce checks the tables the last Apply wanted: one save per table,
+// unless the nf_tables generation says nothing changed since the last
+// pass found them in order.
 func (m *IPTables) resyncOnce(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cfg == nil {
 		return nil
 	}
-	return m.sync(ctx, *m.cfg, true)
+	gen, valid, skip := m.quiet.begin()
+	if skip {
+		return nil
+	}
+	changed, err := m.sync(ctx, *m.cfg, true)
+	m.quiet.end(gen, valid, err == nil && !changed)
+	return err
 }
 
 // sync compares each table with cfg and rewrites what differs. A resync
 // reads only the wanted tables, one `iptables-save -t T` each. Apply reads
 // one full dump per family instead, which also shows chains a previous config
 // asked for (and, unlike -t with iptables-legacy, creates no table).
-func (m *IPTables) sync(ctx context.Context, cfg Config, resync bool) error {
+func (m *IPTables) sync(ctx context.Context, cfg Config, resync bool) (changed bool, err error) {
 	want := map[family]map[string]*IPTablesChain{ipv4: {}, ipv6: {}}
 	for _, c := range IPTablesChains(cfg) {
 		f := ipv4
@@ -162,12 +192,13 @@ func (m *IPTables) sync(ctx context.Context, cfg Config, resync bool) error {
 			}
 		}
 		if len(edits) > 0 {
+			changed = true
 			if err := m.x.restore(ctx, f, edits); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return changed, errors.Join(errs...)
 }
 
 // CleanupOther implements Manager: it deletes our nft tables and our chains

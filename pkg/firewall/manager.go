@@ -57,6 +57,12 @@ type Options struct {
 	// OnRepair, when set, is called each time a resync finds our rules
 	// changed behind our back and rewrites them (metrics).
 	OnRepair func(table string)
+	// Generation, when set, reports the nf_tables ruleset generation of the
+	// namespace the rules live in (NFTablesGeneration). Where the rules are
+	// nf_tables rules (nftables mode, iptables-nft), a resync pass is
+	// skipped while the generation has not moved since a pass found them in
+	// order. nil: every pass reads the tables.
+	Generation func() (uint32, error)
 }
 
 func (o Options) withDefaults() Options {

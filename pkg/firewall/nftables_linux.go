@@ -24,6 +24,7 @@ type NFTables struct {
 
 	afterPass func() // test hook, called after each resync pass
 	onRepair  func(table string)
+	quiet     quietSince
 }
 
 var _ Manager = (*NFTables)(nil)
@@ -32,7 +33,8 @@ var _ Manager = (*NFTables)(nil)
 // never committed, that nft works and whether it accepts fully-random.
 func NewNFTables(ctx context.Context, opts Options) (*NFTables, error) {
 	opts = opts.withDefaults()
-	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, onRepair: opts.OnRepair}
+	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, onRepair: opts.OnRepair,
+		quiet: quietSince{gen: opts.Generation}}
 	if _, err := m.runner.Run(ctx, m.nft, []byte(nftProbe(true)), "--check", "-f", "-"); err == nil {
 		m.fullyRandom = true
 	} else if _, err2 := m.runner.Run(ctx, m.nft, []byte(nftProbe(false)), "--check", "-f", "-"); err2 == nil {
@@ -55,7 +57,9 @@ func (m *NFTables) Apply(ctx context.Context, cfg Config) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cfg = &cfg
-	return m.sync(ctx, cfg, false)
+	m.quiet.forget()
+	_, err := m.sync(ctx, cfg, false)
+	return err
 }
 
 // Run implements Manager. Upstream has no resync in nft mode; we check each
@@ -74,12 +78,18 @@ func (m *NFTables) resyncOnce(ctx context.Context) error {
 	if m.cfg == nil {
 		return nil
 	}
-	return m.sync(ctx, *m.cfg, true)
+	gen, valid, skip := m.quiet.begin()
+	if skip {
+		return nil
+	}
+	changed, err := m.sync(ctx, *m.cfg, true)
+	m.quiet.end(gen, valid, err == nil && !changed)
+	return err
 }
 
 // sync lists each table and replaces those that differ from cfg, all in one
 // nft transaction. On a resync only wanted tables are listed.
-func (m *NFTables) sync(ctx context.Context, cfg Config, resync bool) error {
+func (m *NFTables) sync(ctx context.Context, cfg Config, resync bool) (changed bool, err error) {
 	var input strings.Builder
 	var errs []error
 	for _, f := range families {
@@ -110,12 +120,13 @@ func (m *NFTables) sync(ctx context.Context, cfg Config, resync bool) error {
 		input.WriteString(nftReplace(t, want))
 	}
 	if input.Len() > 0 {
+		changed = true
 		m.log.Debug("nft -f -", "input", input.String())
 		if _, err := m.runner.Run(ctx, m.nft, []byte(input.String()), "-f", "-"); err != nil {
 			errs = append(errs, fmt.Errorf("write nftables rules: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	return changed, errors.Join(errs...)
 }
 
 // list returns `nft list table` output; exists is false when the table is
