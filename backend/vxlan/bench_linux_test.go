@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -35,15 +36,16 @@ func fakePeers(n int) []subnet.Lease {
 
 // BenchmarkPrivilegedVXLAN5000Peers programs 5,000 synthetic vxlan peers
 // (15,000 kernel objects) into a fresh namespace and reports, per
-// iteration: the initial full pass, adding one peer, adding 100 peers, and
-// a forced full pass (dump + diff) over the unchanged set, with the netlink
-// requests each made. Run it alone: go test -run XXX -bench 5000Peers -benchtime 1x
+// iteration: the initial full pass, adding one peer, adding 100 peers (both
+// as passes over all peers), adding one peer through the delta path
+// (Update), and a forced full pass (dump + diff) over the unchanged set,
+// with the netlink requests each made. Run it alone: go test -run XXX -bench 5000Peers -benchtime 1x
 func BenchmarkPrivilegedVXLAN5000Peers(b *testing.B) {
 	netlab.RequireRoot(b)
 	const base = 5000
-	all := fakePeers(base + 101)
-	var initial, add1, add100, full time.Duration
-	var initialReq, add1Req, add100Req, fullReq uint64
+	all := fakePeers(base + 102)
+	var initial, add1, add100, delta1, full time.Duration
+	var initialReq, add1Req, add100Req, delta1Req, fullReq uint64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		lab := netlab.New(b, netlab.Options{Hosts: 1})
@@ -66,11 +68,20 @@ func BenchmarkPrivilegedVXLAN5000Peers(b *testing.B) {
 		b.StartTimer()
 		measure(all[:base+1], &add1, &add1Req)
 		measure(all[:base+101], &add100, &add100Req)
+		// One more peer through the delta path the daemon uses between
+		// passes over all peers.
+		before, t0 := n.stats(), time.Now()
+		if err := n.nw.Update(context.Background(), nil, all[base+101:base+102]); err != nil {
+			b.Fatalf("delta: %v", err)
+		}
+		delta1 += time.Since(t0)
+		after := n.stats()
+		delta1Req += after.Reads + after.Writes - before.Reads - before.Writes
 		n.nw.rec.MarkDirty("benchmark")
-		measure(all[:base+101], &full, &fullReq)
+		measure(all[:base+102], &full, &fullReq)
 		b.StopTimer()
-		if w := n.stats().Writes - setupWrites; w != uint64(3*(base+101)) {
-			b.Fatalf("writes = %d, want %d", w, 3*(base+101))
+		if w := n.stats().Writes - setupWrites; w != uint64(3*(base+102)) {
+			b.Fatalf("writes = %d, want %d", w, 3*(base+102))
 		}
 		_ = n.nw.Close()
 		b.StartTimer()
@@ -84,4 +95,6 @@ func BenchmarkPrivilegedVXLAN5000Peers(b *testing.B) {
 	b.ReportMetric(float64(add100Req)/N, "add100-requests")
 	b.ReportMetric(float64(full.Microseconds())/N/1000, "fullpass-ms")
 	b.ReportMetric(float64(fullReq)/N, "fullpass-requests")
+	b.ReportMetric(float64(delta1.Microseconds())/N, "delta1-us")
+	b.ReportMetric(float64(delta1Req)/N, "delta1-requests")
 }
