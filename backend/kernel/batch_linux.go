@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"syscall"
 
@@ -157,36 +158,32 @@ func (w *batchWriter) addRoute(r Route) {
 
 // addNeigh adds what neighSet sends: a permanent neighbour entry.
 func (w *batchWriter) addNeigh(n Neigh) {
-	start := w.begin(unix.RTM_NEWNEIGH, ndmsgLen)
-	m := w.req[start+nlmsgHdrLen:]
-	m[0] = unix.AF_INET
+	family := byte(unix.AF_INET)
 	if n.IP.Is6() {
-		m[0] = unix.AF_INET6
+		family = unix.AF_INET6
 	}
-	native.PutUint32(m[4:], uint32(n.LinkIndex))
-	native.PutUint16(m[8:], unix.NUD_PERMANENT)
-	m[11] = unix.RTN_UNICAST
-	w.attr(unix.NDA_DST, n.IP.AsSlice())
-	w.attr(unix.NDA_LLADDR, n.MAC[:])
-	w.end(start)
+	w.addNDMsg(family, n.LinkIndex, 0, unix.RTN_UNICAST, n.IP, n.MAC)
 }
 
 // addFDB adds what fdbSet sends: a permanent FDB entry of the vxlan
 // device ("bridge fdb replace <mac> dev <dev> dst <ip> self permanent").
 func (w *batchWriter) addFDB(f FDB) {
-	start := w.begin(unix.RTM_NEWNEIGH, ndmsgLen)
-	m := w.req[start+nlmsgHdrLen:]
-	m[0] = unix.AF_BRIDGE
-	native.PutUint32(m[4:], uint32(f.LinkIndex))
-	native.PutUint16(m[8:], unix.NUD_PERMANENT)
-	m[10] = unix.NTF_SELF
-	w.attr(unix.NDA_DST, f.Dst.AsSlice())
-	w.attr(unix.NDA_LLADDR, f.MAC[:])
-	w.end(start)
+	w.addNDMsg(unix.AF_BRIDGE, f.LinkIndex, unix.NTF_SELF, 0, f.Dst, f.MAC)
 }
 
-// pending is the number of requests added since the last flush.
-func (w *batchWriter) pending() int { return len(w.seqs) }
+// addNDMsg adds an RTM_NEWNEIGH for a permanent entry: ndmsg, then the
+// destination and the link-layer address.
+func (w *batchWriter) addNDMsg(family byte, ifindex int, flags, typ byte, dst netip.Addr, mac MAC) {
+	start := w.begin(unix.RTM_NEWNEIGH, ndmsgLen)
+	m := w.req[start+nlmsgHdrLen:]
+	m[0] = family
+	native.PutUint32(m[4:], uint32(ifindex))
+	native.PutUint16(m[8:], unix.NUD_PERMANENT)
+	m[10], m[11] = flags, typ
+	w.attr(unix.NDA_DST, dst.AsSlice())
+	w.attr(unix.NDA_LLADDR, mac[:])
+	w.end(start)
+}
 
 // flush sends the requests added since the last flush and waits for their
 // acknowledgements. errs[i] is the kernel's answer to the i-th request

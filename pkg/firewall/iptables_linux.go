@@ -122,13 +122,8 @@ func (m *IPTables) resyncOnce(ctx context.Context) error {
 	if m.cfg == nil {
 		return nil
 	}
-	gen, valid, skip := m.quiet.begin()
-	if skip {
-		return nil
-	}
-	changed, err := m.sync(ctx, *m.cfg, true)
-	m.quiet.end(gen, valid, err == nil && !changed)
-	return err
+	cfg := *m.cfg
+	return m.quiet.pass(func() (bool, error) { return m.sync(ctx, cfg, true) })
 }
 
 // sync compares each table with cfg and rewrites what differs. A resync

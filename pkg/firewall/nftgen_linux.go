@@ -85,24 +85,23 @@ type quietSince struct {
 	ok  bool
 }
 
-// begin reads the generation before a pass; skip means the pass is not
-// needed.
-func (q *quietSince) begin() (gen uint32, valid, skip bool) {
-	if q.gen == nil {
-		return 0, false, false
+// pass runs sync unless the generation says nothing changed since a pass
+// found the rules in order. Only a pass that read everything, found it in
+// order and wrote nothing lets later passes skip, from the generation read
+// before it: any change since shows as a newer one.
+func (q *quietSince) pass(sync func() (changed bool, err error)) error {
+	var gen uint32
+	valid := false
+	if q.gen != nil {
+		g, err := q.gen()
+		if err == nil && q.ok && g == q.at {
+			return nil
+		}
+		gen, valid = g, err == nil
 	}
-	g, err := q.gen()
-	if err != nil {
-		return 0, false, false
-	}
-	return g, true, q.ok && g == q.at
-}
-
-// end records the pass's outcome: only a pass that read everything, found
-// it in order and wrote nothing lets later passes skip, from the
-// generation read before it (any change since shows as a newer one).
-func (q *quietSince) end(gen uint32, valid, clean bool) {
-	q.at, q.ok = gen, valid && clean
+	changed, err := sync()
+	q.at, q.ok = gen, valid && err == nil && !changed
+	return err
 }
 
 // forget makes the next pass a real one (after our own writes).
