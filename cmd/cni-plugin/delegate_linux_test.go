@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -152,5 +154,46 @@ func TestBuildDelegateLeavesInputAlone(t *testing.T) {
 	}
 	if !reflect.DeepEqual(n.Delegate, before.Delegate) || !reflect.DeepEqual(n.IPAM, before.IPAM) {
 		t.Errorf("buildDelegate changed its input: delegate %v ipam %v", n.Delegate, n.IPAM)
+	}
+}
+
+func TestStaleBridge(t *testing.T) {
+	env := &subnetEnv{subnet: netip.MustParsePrefix("10.244.3.0/24"), ip6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64")}
+	bridge := func(want string, addrs ...string) func(string) ([]netip.Prefix, error) {
+		return func(name string) ([]netip.Prefix, error) {
+			if name != want {
+				return nil, fmt.Errorf("no link %s", name)
+			}
+			var out []netip.Prefix
+			for _, a := range addrs {
+				out = append(out, netip.MustParsePrefix(a))
+			}
+			return out, nil
+		}
+	}
+	gw := map[string]any{"type": "bridge", "isGateway": true}
+	tests := []struct {
+		name  string
+		d     map[string]any
+		addrs func(string) ([]netip.Prefix, error)
+		stale bool
+	}{
+		{"no bridge yet", gw, bridge("other"), false},
+		{"bridge in order", gw, bridge("cni0", "10.244.3.1/24", "fe80::1/64", "fd00:10:244:3::1/64"), false},
+		{"old IPv4 subnet", gw, bridge("cni0", "10.244.9.1/24"), true},
+		{"old IPv6 subnet only: the bridge plugin copes", gw, bridge("cni0", "10.244.3.1/24", "fd00:10:244:9::1/64"), false},
+		{"named bridge", map[string]any{"type": "bridge", "isGateway": true, "bridge": "br-flannel"}, bridge("br-flannel", "10.244.9.1/24"), true},
+		{"user set forceAddress false", map[string]any{"type": "bridge", "isGateway": true, "forceAddress": false}, bridge("cni0", "10.244.9.1/24"), false},
+		{"no gateway address", map[string]any{"type": "bridge", "isGateway": false}, bridge("cni0", "10.244.9.1/24"), false},
+		{"not a bridge", map[string]any{"type": "ipvlan", "isGateway": true}, bridge("cni0", "10.244.9.1/24"), false},
+	}
+	for _, tc := range tests {
+		why := staleBridge(tc.d, env, tc.addrs)
+		if (why != "") != tc.stale {
+			t.Errorf("%s: staleBridge = %q, want stale %v", tc.name, why, tc.stale)
+		}
+	}
+	if why := staleBridge(gw, env, bridge("cni0", "10.244.9.1/24")); why != "bridge cni0 has address 10.244.9.1/24, outside FLANNEL_SUBNET 10.244.3.0/24" {
+		t.Errorf("reason %q", why)
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 )
 
@@ -16,3 +17,8 @@ func buildDelegate(n *netConf, env *subnetEnv) (map[string]any, error) {
 	}
 	return nil, fmt.Errorf("flannel CNI plugin: building the delegate config is not implemented on %s", runtime.GOOS)
 }
+
+// staleBridge: no bridge delegate off Linux.
+func staleBridge(map[string]any, *subnetEnv, func(string) ([]netip.Prefix, error)) string { return "" }
+
+func bridgeAddrs(string) ([]netip.Prefix, error) { return nil, nil }

@@ -89,8 +89,9 @@ func subnetEnvError(err error) error {
 }
 
 // renderDelegate loads subnet.env and builds the delegate config: the map and
-// its JSON (Go map encoding, so keys sorted, the bytes upstream saves).
-func renderDelegate(n *netConf) (conf map[string]any, confBytes []byte, err error) {
+// its JSON (Go map encoding, so keys sorted, the bytes upstream saves). For
+// an ADD (adding) it also looks at the bridge: see staleBridge.
+func renderDelegate(n *netConf, adding bool) (conf map[string]any, confBytes []byte, err error) {
 	env, err := loadSubnetEnv(n.SubnetFile)
 	if err != nil {
 		return nil, nil, subnetEnvError(err)
@@ -98,6 +99,12 @@ func renderDelegate(n *netConf) (conf map[string]any, confBytes []byte, err erro
 	conf, err = buildDelegate(n, env)
 	if err != nil {
 		return nil, nil, err
+	}
+	if adding {
+		if why := staleBridge(conf, env, bridgeAddrs); why != "" {
+			logger.Warn("replacing the bridge address (forceAddress)", "reason", why)
+			conf["forceAddress"] = true
+		}
 	}
 	confBytes, err = json.Marshal(conf)
 	if err != nil {
@@ -112,7 +119,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("failed to load flannel netconf file: %w", err)
 	}
-	conf, confBytes, err := renderDelegate(n)
+	conf, confBytes, err := renderDelegate(n, true)
 	if err != nil {
 		return err
 	}
@@ -382,7 +389,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("failed to load flannel netconf file: %v", err), "")
 	}
-	conf, confBytes, err := renderDelegate(n)
+	conf, confBytes, err := renderDelegate(n, false)
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
 	}
@@ -411,7 +418,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("failed to load flannel netconf file: %w", err)
 	}
-	conf, _, err := renderDelegate(n)
+	conf, _, err := renderDelegate(n, false)
 	if err != nil {
 		return err
 	}

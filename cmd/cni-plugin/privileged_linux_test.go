@@ -495,3 +495,58 @@ func TestPrivilegedDelUpstreamScratch(t *testing.T) {
 	}
 	r.assertClean("after DEL")
 }
+
+// A cni0 left with the address of a subnet the node no longer holds: the
+// plugin passes forceAddress, the pod comes up, the bridge gets the
+// current gateway. Upstream fails every ADD with `"cni0" already has an IP
+// address different from 10.244.3.1/24` until cni0 is deleted by hand.
+func TestPrivilegedStaleBridgeAddress(t *testing.T) {
+	ctx := context.Background()
+	r := newRuntime(t, families[0].env)
+	ipCmd(t, "-n", r.host, "link", "add", "cni0", "type", "bridge")
+	ipCmd(t, "-n", r.host, "addr", "add", "10.244.9.1/24", "dev", "cni0")
+	ipCmd(t, "-n", r.host, "link", "set", "cni0", "up")
+	list := r.conflist("1.0.0", nil, false)
+	r.loopbackUp("1.0.0")
+	if _, err := r.cni.AddNetworkList(ctx, list, r.rt); err != nil {
+		t.Fatalf("ADD with a stale cni0 address: %v", err)
+	}
+	br, err := r.hostH.LinkByName("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := r.hostH.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var have []string
+	for _, a := range addrs {
+		have = append(have, a.IPNet.String())
+	}
+	if len(have) != 1 || have[0] != "10.244.3.1/24" {
+		t.Errorf("cni0 addresses %v, want only the current gateway 10.244.3.1/24", have)
+	}
+	// The saved config says what was sent.
+	saved, err := os.ReadFile(filepath.Join(r.dataDir, scratchName(r.rt.ContainerID, r.rt.IfName)))
+	if err != nil || !strings.Contains(string(saved), `"forceAddress":true`) {
+		t.Errorf("saved delegate config (%v): %s", err, saved)
+	}
+	// A second pod on the now-correct bridge gets no forceAddress.
+	rt2 := *r.rt
+	rt2.ContainerID += "-2"
+	pod2 := "flcni-p2-" + randomSuffix(t)
+	newNetns(t, pod2)
+	rt2.NetNS = "/var/run/netns/" + pod2
+	if _, err := r.cni.AddNetworkList(ctx, list, &rt2); err != nil {
+		t.Fatalf("second ADD: %v", err)
+	}
+	saved2, _ := os.ReadFile(filepath.Join(r.dataDir, scratchName(rt2.ContainerID, rt2.IfName)))
+	if strings.Contains(string(saved2), "forceAddress") {
+		t.Errorf("forceAddress passed although cni0 was in order: %s", saved2)
+	}
+	for _, rt := range []*libcni.RuntimeConf{&rt2, r.rt} {
+		if err := r.cni.DelNetworkList(ctx, list, rt); err != nil {
+			t.Errorf("DEL %s: %v", rt.ContainerID, err)
+		}
+	}
+}
