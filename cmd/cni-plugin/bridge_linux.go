@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // defaultBridge is the bridge plugin's default "bridge" name.
@@ -53,23 +51,28 @@ func staleBridge(d map[string]any, env *subnetEnv, addrsOf func(bridge string) (
 }
 
 // bridgeAddrs lists the addresses of a link in the plugin's (the host's)
-// network namespace.
+// network namespace. The standard library's view is enough here and keeps
+// the netlink package out of a binary the runtime starts for every pod.
 func bridgeAddrs(name string) ([]netip.Prefix, error) {
-	l, err := netlink.LinkByName(name)
+	ifc, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := netlink.AddrList(l, unix.AF_UNSPEC)
+	addrs, err := ifc.Addrs()
 	if err != nil {
 		return nil, err
 	}
 	out := make([]netip.Prefix, 0, len(addrs))
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
+		ipn, ok := a.(*net.IPNet)
 		if !ok {
 			continue
 		}
-		ones, _ := a.Mask.Size()
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := ipn.Mask.Size()
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	return out, nil
