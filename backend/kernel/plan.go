@@ -42,15 +42,6 @@ func (l opList) len() int {
 	return n
 }
 
-// all returns the writes in execution order as one slice.
-func (l opList) all() []op {
-	out := make([]op, 0, l.len())
-	for k := range l {
-		out = append(out, l[k]...)
-	}
-	return out
-}
-
 // op is one kernel write. A first pass at 5,000 vxlan peers plans 15,000
 // of them, so the fields are shared between kinds to keep it small.
 type op struct {

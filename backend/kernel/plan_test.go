@@ -497,3 +497,12 @@ func TestPlanBigPassKindOrder(t *testing.T) {
 		t.Fatalf("op counts %v", counts)
 	}
 }
+
+// all returns a pass's writes in execution order as one slice.
+func (l opList) all() []op {
+	out := make([]op, 0, l.len())
+	for k := range l {
+		out = append(out, l[k]...)
+	}
+	return out
+}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -22,12 +21,8 @@ type IPTables struct {
 	// nil when the plain commands are used.
 	other *IPTablesCommands
 
-	mu  sync.Mutex
-	cfg *Config // effective config of the last Apply
-
-	afterPass func() // test hook, called after each resync pass
-	onRepair  func(table string)
-	quiet     quietSince // set up for nf_tables-backed variants only
+	keeping  // quiet set up for nf_tables-backed variants only
+	onRepair func(table string)
 }
 
 var _ Manager = (*IPTables)(nil)
@@ -82,12 +77,7 @@ func (m *IPTables) Apply(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg.RandomFully = cfg.RandomFully && m.randomFully
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.cfg = &cfg
-	m.quiet.forget()
-	_, err := m.sync(ctx, cfg, false)
-	return err
+	return m.apply(ctx, cfg, m.sync)
 }
 
 // nfTablesBacked reports whether the variant's rules are nf_tables rules,
@@ -106,25 +96,12 @@ func nfTablesBacked(cmds IPTablesCommands) bool {
 
 // Run implements Manager.
 func (m *IPTables) Run(ctx context.Context) {
-	keeper(ctx, m.resync, func(ctx context.Context) {
-		if err := m.resyncOnce(ctx); err != nil {
-			m.log.Error("Failed to ensure iptables rules", "error", err)
-		}
-	}, m.afterPass)
+	m.run(ctx, m.resync, m.log, "Failed to ensure iptables rules", m.sync)
 }
 
 // resyncOnce checks the tables the last Apply wanted: one save per table,
-// unless the nf_tables generation says nothing changed since the last
-// pass found them in order.
-func (m *IPTables) resyncOnce(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cfg == nil {
-		return nil
-	}
-	cfg := *m.cfg
-	return m.quiet.pass(func() (bool, error) { return m.sync(ctx, cfg, true) })
-}
+// unless the nf_tables generation says nothing changed.
+func (m *IPTables) resyncOnce(ctx context.Context) error { return m.keeping.resyncOnce(ctx, m.sync) }
 
 // sync compares each table with cfg and rewrites what differs. A resync
 // reads only the wanted tables, one `iptables-save -t T` each. Apply reads

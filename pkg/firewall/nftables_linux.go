@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -19,12 +18,8 @@ type NFTables struct {
 	nft         string
 	fullyRandom bool // masquerade fully-random is accepted
 
-	mu  sync.Mutex
-	cfg *Config
-
-	afterPass func() // test hook, called after each resync pass
-	onRepair  func(table string)
-	quiet     quietSince
+	keeping
+	onRepair func(table string)
 }
 
 var _ Manager = (*NFTables)(nil)
@@ -33,8 +28,8 @@ var _ Manager = (*NFTables)(nil)
 // never committed, that nft works and whether it accepts fully-random.
 func NewNFTables(ctx context.Context, opts Options) (*NFTables, error) {
 	opts = opts.withDefaults()
-	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, onRepair: opts.OnRepair,
-		quiet: quietSince{gen: opts.Generation}}
+	m := &NFTables{runner: opts.Runner, log: opts.Logger, resync: opts.Resync, nft: opts.NFT, onRepair: opts.OnRepair}
+	m.quiet.gen = opts.Generation
 	if _, err := m.runner.Run(ctx, m.nft, []byte(nftProbe(true)), "--check", "-f", "-"); err == nil {
 		m.fullyRandom = true
 	} else if _, err2 := m.runner.Run(ctx, m.nft, []byte(nftProbe(false)), "--check", "-f", "-"); err2 == nil {
@@ -54,33 +49,17 @@ func (m *NFTables) Apply(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg.RandomFully = cfg.RandomFully && m.fullyRandom
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.cfg = &cfg
-	m.quiet.forget()
-	_, err := m.sync(ctx, cfg, false)
-	return err
+	return m.apply(ctx, cfg, m.sync)
 }
 
 // Run implements Manager. Upstream has no resync in nft mode; we check each
-// table with one `nft list table` per period.
+// table with one `nft list table` per period (none while the ruleset
+// generation stands still).
 func (m *NFTables) Run(ctx context.Context) {
-	keeper(ctx, m.resync, func(ctx context.Context) {
-		if err := m.resyncOnce(ctx); err != nil {
-			m.log.Error("Failed to ensure nftables rules", "error", err)
-		}
-	}, m.afterPass)
+	m.run(ctx, m.resync, m.log, "Failed to ensure nftables rules", m.sync)
 }
 
-func (m *NFTables) resyncOnce(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cfg == nil {
-		return nil
-	}
-	cfg := *m.cfg
-	return m.quiet.pass(func() (bool, error) { return m.sync(ctx, cfg, true) })
-}
+func (m *NFTables) resyncOnce(ctx context.Context) error { return m.keeping.resyncOnce(ctx, m.sync) }
 
 // sync lists each table and replaces those that differ from cfg, all in one
 // nft transaction. On a resync only wanted tables are listed.

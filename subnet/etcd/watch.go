@@ -71,11 +71,16 @@ func (w *Watcher) Updated() <-chan struct{} { return w.updated }
 func (w *Watcher) Leases() ([]subnet.Lease, bool) {
 	w.lock()
 	defer w.unlock()
+	return w.copyLocked(), w.synced
+}
+
+// copyLocked copies the lease set; call with the lock held.
+func (w *Watcher) copyLocked() []subnet.Lease {
 	out := make([]subnet.Lease, 0, len(w.leases))
 	for _, l := range w.leases {
 		out = append(out, l)
 	}
-	return out, w.synced
+	return out
 }
 
 // TakeAll is Leases for a consumer that also uses Changes: the changes
@@ -84,13 +89,9 @@ func (w *Watcher) Leases() ([]subnet.Lease, bool) {
 func (w *Watcher) TakeAll() ([]subnet.Lease, bool) {
 	w.lock()
 	defer w.unlock()
-	out := make([]subnet.Lease, 0, len(w.leases))
-	for _, l := range w.leases {
-		out = append(out, l)
-	}
 	clear(w.pending)
 	w.overflow = false
-	return out, w.synced
+	return w.copyLocked(), w.synced
 }
 
 // Changes returns what changed since the last TakeAll or Changes: gone are
