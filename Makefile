@@ -11,7 +11,7 @@ TAGS     := grpcnotrace
 BIN      := bin
 FUZZTIME ?= 3s
 
-.PHONY: all build deps test unit fuzz demo demo-up demo-down bench clean
+.PHONY: all build deps kube-bins test unit fuzz demo demo-up demo-down bench clean
 
 all: build
 
@@ -25,9 +25,14 @@ build:
 deps:
 	./scripts/deps.sh
 
+# kube-apiserver and kubectl for the Kubernetes test rig (pkg/lab), from
+# tools/kube; about 15 minutes cold, seconds once built.
+kube-bins:
+	GO=$(GO) BIN=$(BIN) ./scripts/kube-bins.sh
+
 # The whole suite: unit tests, privileged lab tests (as root), then every
 # fuzz target for a short time.
-test: deps build
+test: deps build kube-bins
 	LAB_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 2 -timeout 30m ./...
 	$(MAKE) fuzz
 
@@ -46,7 +51,7 @@ fuzz:
 	  done; \
 	done
 
-demo: deps build
+demo: deps build kube-bins
 	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN)
 
 demo-up: deps build

@@ -1,7 +1,3 @@
-// Package dist holds the files that install flannel on a node or a cluster
-// (mk-docker-opts.sh, the systemd unit and its environment file, the
-// Kubernetes manifest, the Dockerfile) and the tests that keep them
-// consistent with each other and with the daemon's interface.
 package dist
 
 import (

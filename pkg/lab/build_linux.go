@@ -21,7 +21,8 @@ import (
 )
 
 // BinDirEnv names an environment variable: a directory holding prebuilt
-// flanneld, flannel and lab-etcd, used instead of building them.
+// flanneld, flannel and lab-etcd, used instead of building them, and
+// kube-apiserver and kubectl (FindKubeBinaries).
 const BinDirEnv = "LAB_BIN_DIR"
 
 const modulePath = "github.com/flannelng/flannel"
@@ -100,7 +101,67 @@ func BuildBinaries(tb testing.TB) Binaries {
 	if err := errors.Join(errs...); err != nil {
 		tb.Fatalf("build lab binaries: %v", err)
 	}
+	// Too slow to build here (minutes, cold): taken when present, and
+	// required only by the tests that call RequireKubeBinaries.
+	b.KubeAPIServer, b.Kubectl, _ = FindKubeBinaries()
 	return b
+}
+
+// The Kubernetes programs of the test rig. They come from the nested module
+// tools/kube (k8s.io/kubernetes), which scripts/kube-bins.sh builds into
+// bin/; a cold build takes about 15 minutes on two cores, so the lab never
+// builds them itself.
+const (
+	kubeAPIServerProgram = "kube-apiserver"
+	kubectlProgram       = "kubectl"
+	kubeBinsHint         = "build them with `make kube-bins` (scripts/kube-bins.sh)"
+)
+
+// FindKubeBinaries returns the paths of kube-apiserver and kubectl: in
+// $LAB_BIN_DIR if it is set, otherwise in bin/ at the module root, where
+// `make kube-bins` puts them. The error names what is missing.
+func FindKubeBinaries() (apiserver, kubectl string, err error) {
+	dir := os.Getenv(BinDirEnv)
+	where := BinDirEnv + "=" + dir
+	if dir == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return "", "", err
+		}
+		dir = filepath.Join(root, "bin")
+		where = dir
+	}
+	var missing []string
+	find := func(name string) string {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+			missing = append(missing, name)
+			return ""
+		}
+		return p
+	}
+	apiserver, kubectl = find(kubeAPIServerProgram), find(kubectlProgram)
+	if len(missing) > 0 {
+		return "", "", fmt.Errorf("%s not in %s: %s", strings.Join(missing, " and "), where, kubeBinsHint)
+	}
+	return apiserver, kubectl, nil
+}
+
+// RequireKubeBinaries sets b.KubeAPIServer and b.Kubectl (FindKubeBinaries)
+// or ends the test. As with the lab's other programs, a missing binary under
+// $LAB_BIN_DIR (which `make test` sets, after building them) fails the test;
+// without it (plain `go test`), the test is skipped with a hint.
+func RequireKubeBinaries(tb testing.TB, b *Binaries) {
+	tb.Helper()
+	apiserver, kubectl, err := FindKubeBinaries()
+	switch {
+	case err == nil:
+		b.KubeAPIServer, b.Kubectl = apiserver, kubectl
+	case os.Getenv(BinDirEnv) != "":
+		tb.Fatalf("the Kubernetes test rig: %v", err)
+	default:
+		tb.Skipf("needs the Kubernetes test rig: %v", err)
+	}
 }
 
 func goBuild(ctx context.Context, name, pkg string) (string, error) {

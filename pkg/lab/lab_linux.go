@@ -44,6 +44,11 @@ type Binaries struct {
 	Flanneld  string // cmd/flanneld
 	LabEtcd   string // cmd/lab-etcd
 	CNIPlugin string // cmd/cni-plugin, named flannel; its directory is searched for CNI plugins first
+
+	// The Kubernetes test rig (kube_linux.go), built from tools/kube by
+	// `make kube-bins`; see FindKubeBinaries.
+	KubeAPIServer string // k8s.io/kubernetes/cmd/kube-apiserver
+	Kubectl       string // k8s.io/kubernetes/cmd/kubectl
 }
 
 // Host is a simulated node: a network namespace with eth0 on the fabric.
@@ -86,6 +91,7 @@ type Lab struct {
 	etcd      *Process
 	etcdTLS   bool
 	clients   []*clientv3.Client
+	kube      kubeState // the kube-apiserver and what it hands out; kube_linux.go
 }
 
 const (
@@ -492,6 +498,8 @@ func (l *Lab) Close() error {
 	procs := append([]*Process(nil), l.procs...)
 	clients := l.clients
 	l.clients = nil
+	kubeTransports := l.kube.transports
+	l.kube.transports = nil
 	var names []string
 	for _, p := range l.pods {
 		names = append(names, p.NS)
@@ -503,6 +511,9 @@ func (l *Lab) Close() error {
 	l.mu.Unlock()
 
 	var errs []error
+	for _, tr := range kubeTransports {
+		tr.CloseIdleConnections()
+	}
 	for _, c := range clients {
 		// Client.Close cancels Ctx first: a cancelled Ctx means the
 		// caller closed it already.
