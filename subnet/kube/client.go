@@ -1,0 +1,144 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// api is everything we ask of the API server. It is exactly upstream's
+// ClusterRole (spec 6.1), so existing clusters' RBAC stays valid: pods get;
+// nodes list and watch (nodes get is granted but the informer makes it
+// unnecessary); nodes/status patch, our only write.
+type api interface {
+	getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	listNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	patchNodeStatus(ctx context.Context, name string, patch []byte) error
+	// server is the API server's URL, for logs.
+	server() string
+}
+
+// requestTimeout bounds one GET or PATCH, so that a server that accepted
+// the connection and went silent is retried instead of waited on.
+const requestTimeout = 15 * time.Second
+
+// restAPI is api over a REST client that knows only core/v1. The generated
+// typed client would do the same calls, but it drags in the scheme of every
+// API group (about 22 MB of binary for this package instead of 7).
+type restAPI struct {
+	c    rest.Interface
+	host string
+}
+
+// coreV1Codecs know the core/v1 and meta types, nothing else.
+var coreV1Codecs = func() serializer.CodecFactory {
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return serializer.NewCodecFactory(s)
+}()
+
+// newRESTAPI builds the client. Lists, watches and replies come as
+// protobuf: decoding a Node from protobuf costs a fraction of JSON, and
+// every kubelet heartbeat of every Node is decoded once.
+func newRESTAPI(cfg *rest.Config) (*restAPI, error) {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &corev1.SchemeGroupVersion
+	c.APIPath = "/api"
+	c.NegotiatedSerializer = coreV1Codecs.WithoutConversion()
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	rc, err := rest.RESTClientFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client for %s: %w", c.Host, err)
+	}
+	return &restAPI{c: rc, host: c.Host}, nil
+}
+
+func (r *restAPI) server() string { return r.host }
+
+func (r *restAPI) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	p := &corev1.Pod{}
+	err := r.c.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(p)
+	return p, err
+}
+
+func (r *restAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
+	l := &corev1.NodeList{}
+	err := r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(l)
+	return l, err
+}
+
+func (r *restAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
+}
+
+func (r *restAPI) patchNodeStatus(ctx context.Context, name string, patch []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return r.c.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").Body(patch).Do(ctx).Error()
+}
+
+// restConfig is client-go's BuildConfigFromFlags (spec 1.3), except that
+// with neither flag it reports why the in-cluster config failed instead of
+// upstream's "no configuration has been provided, try setting
+// KUBERNETES_MASTER".
+func restConfig(kubeconfig, apiURL string) (*rest.Config, error) {
+	if kubeconfig == "" && apiURL == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("neither --kubeconfig-file nor --kube-api-url is set, and the in-cluster config failed: %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
+	if err != nil {
+		if kubeconfig != "" {
+			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		}
+		return nil, fmt.Errorf("kube API URL %s: %w", apiURL, err)
+	}
+	return c, nil
+}
+
+// unreachable says whether err means the API server could not be asked
+// (the connection failed, it timed out, or it answered that it cannot
+// serve now) rather than that it refused the request.
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
+		return true // no answer from the server: dial, TLS, reset, timeout
+	}
+	code := st.Status().Code
+	return code >= http.StatusInternalServerError || code == http.StatusTooManyRequests ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err)
+}
+
+// transient says whether retrying the request can succeed without anyone
+// changing anything: outages, and conflicts with other writers.
+func transient(err error) bool {
+	return unreachable(err) || apierrors.IsConflict(err)
+}

@@ -1,0 +1,264 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/flannelng/flannel/subnet"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// peers is the PeerSource: the leases of the managed Nodes, kept by the
+// Node informer's handlers. A handler only converts the Node's few
+// flannel fields (the transform already dropped the rest), updates the map
+// under the lock and sets a coalesced signal, so the informer never waits
+// on the daemon (upstream blocked it on a full channel, #719). Like the
+// etcd Watcher, consumers read the whole set or what changed since they
+// last read, never a stream of events to replay.
+type peers struct {
+	log    *slog.Logger
+	keys   Keys
+	v4, v6 bool   // the families the net config enables
+	own    string // our node's name
+	done   <-chan struct{}
+
+	updated    chan struct{}
+	ownChanged chan struct{} // our Node's flannel fields or identity changed
+
+	mu     sync.Mutex // guards the fields below
+	leases map[string]subnet.Lease
+	synced bool
+	// pending holds, for each node changed since the consumer last took
+	// the set (TakeAll) or the changes (Changes), what it held then.
+	pending  map[string]prior
+	overflow bool
+	// logged is the last problem logged per node, so that each is
+	// logged once, and again only when it changes.
+	logged map[string]string
+	// applied counts the changes to the set, for tests.
+	applied int
+}
+
+// prior is a node's lease as the consumer last saw it.
+type prior struct {
+	lease subnet.Lease
+	had   bool
+}
+
+// maxPending bounds the changes kept one by one, as in the etcd Watcher;
+// beyond it (or an eighth of the set, if more) the consumer takes all.
+const maxPending = 512
+
+func newPeers(log *slog.Logger, k Keys, own string, done <-chan struct{}) *peers {
+	return &peers{
+		log: log, keys: k, own: own, done: done, v4: true,
+		updated: make(chan struct{}, 1), ownChanged: make(chan struct{}, 1),
+		leases: map[string]subnet.Lease{}, pending: map[string]prior{}, logged: map[string]string{},
+	}
+}
+
+var _ subnet.PeerSource = (*peers)(nil)
+
+// Run returns when ctx ends or the Manager is closed: the informer that
+// keeps the set runs from Start until Close.
+func (p *peers) Run(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-p.done:
+	}
+}
+
+// Updated fires (coalesced) after the set changed.
+func (p *peers) Updated() <-chan struct{} { return p.updated }
+
+// TakeAll returns every managed node's lease, and whether the informer has
+// synced; the pending changes are part of it.
+func (p *peers) TakeAll() ([]subnet.Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.pending)
+	p.overflow = false
+	return slices.Collect(maps.Values(p.leases)), p.synced
+}
+
+// Changes returns what changed since the last TakeAll or Changes; all is
+// true before the first sync and after more changes than are worth
+// listing.
+func (p *peers) Changes() (gone, came []subnet.Lease, all bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.synced || p.overflow {
+		return nil, nil, true
+	}
+	for name, pr := range p.pending {
+		if pr.had {
+			gone = append(gone, pr.lease)
+		}
+		if l, ok := p.leases[name]; ok {
+			came = append(came, l)
+		}
+	}
+	clear(p.pending)
+	return gone, came, false
+}
+
+func (p *peers) setSynced() {
+	p.mu.Lock()
+	p.synced = true
+	p.overflow = true // consumers take the synced set whole
+	clear(p.pending)
+	p.mu.Unlock()
+	signal(p.updated)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// OnAdd, OnUpdate and OnDelete make peers the informer's handler.
+func (p *peers) OnAdd(obj any, _ bool) {
+	if n, ok := obj.(*corev1.Node); ok {
+		p.apply(n)
+	}
+}
+
+func (p *peers) OnUpdate(oldObj, newObj any) {
+	o, _ := oldObj.(*corev1.Node)
+	n, ok := newObj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	// Kubelet heartbeats, conditions, labels and images change nothing
+	// flannel reads: the transform kept only our annotations and the
+	// podCIDRs, so the two compact objects compare equal. This is the
+	// path almost every Node update takes.
+	if o != nil && sameView(o, n) {
+		return
+	}
+	p.apply(n)
+}
+
+func (p *peers) OnDelete(obj any) {
+	// A Node deleted while the watch was down comes back from the relist
+	// as DeletedFinalStateUnknown holding its last known state.
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+		if _, ok := obj.(*corev1.Node); !ok {
+			p.remove(d.Key)
+			return
+		}
+	}
+	if n, ok := obj.(*corev1.Node); ok {
+		p.remove(n.Name)
+	}
+}
+
+// sameView reports whether two compact Nodes look the same to flannel.
+func sameView(a, b *corev1.Node) bool {
+	return a.UID == b.UID && a.Spec.PodCIDR == b.Spec.PodCIDR &&
+		slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations) &&
+		networkCondition(a) == networkCondition(b)
+}
+
+// apply converts a Node and records the change, if any.
+func (p *peers) apply(n *corev1.Node) {
+	if n.Name == p.own {
+		signal(p.ownChanged)
+	}
+	l, problem := nodeLease(n, p.keys, p.v4, p.v6)
+	usable := l.Subnet.IsValid() || l.IPv6Subnet.IsValid()
+	managed := n.Annotations[p.keys.Managed] == "true"
+
+	p.mu.Lock()
+	old, had := p.leases[n.Name]
+	change := false
+	switch {
+	case usable && (!had || !sameLease(old, l)):
+		p.change(n.Name)
+		p.leases[n.Name] = l
+		change = true
+	case !usable && had:
+		p.change(n.Name)
+		delete(p.leases, n.Name)
+		change = true
+	}
+	// Unmanaged nodes are not worth a line each (a cluster may have
+	// thousands), but one that stops being managed is.
+	logIt := problem != "" && (managed || had) && p.logged[n.Name] != problem
+	if problem == "" || (!managed && !had) {
+		delete(p.logged, n.Name)
+	} else {
+		p.logged[n.Name] = problem
+	}
+	if change {
+		p.applied++
+	}
+	p.mu.Unlock()
+
+	if logIt {
+		switch {
+		case usable:
+			p.log.Info("using part of a peer's lease", "node", n.Name, "lease", l.String(), "skipped", problem)
+		case had:
+			p.log.Info("dropping peer", "node", n.Name, "reason", problem)
+		default:
+			p.log.Warn("ignoring peer", "node", n.Name, "reason", problem)
+		}
+	}
+	if change {
+		signal(p.updated)
+	}
+}
+
+// remove forgets a deleted Node.
+func (p *peers) remove(name string) {
+	if name == p.own {
+		signal(p.ownChanged)
+	}
+	p.mu.Lock()
+	_, had := p.leases[name]
+	if had {
+		p.change(name)
+		delete(p.leases, name)
+		p.applied++
+	}
+	delete(p.logged, name)
+	p.mu.Unlock()
+	if had {
+		signal(p.updated)
+	}
+}
+
+// change records that name is about to change; call with the lock held.
+func (p *peers) change(name string) {
+	if p.overflow {
+		return
+	}
+	if _, seen := p.pending[name]; seen {
+		return // the consumer's view is the one recorded first
+	}
+	if len(p.pending) >= max(maxPending, len(p.leases)/8) {
+		p.overflow = true
+		clear(p.pending)
+		return
+	}
+	l, had := p.leases[name]
+	p.pending[name] = prior{l, had}
+}
+
+// sameLease compares everything a lease made from a Node carries.
+func sameLease(a, b subnet.Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
+		a.Attrs.BackendType == b.Attrs.BackendType &&
+		bytes.Equal(a.Attrs.BackendData, b.Attrs.BackendData) &&
+		bytes.Equal(a.Attrs.BackendV6Data, b.Attrs.BackendV6Data)
+}
