@@ -7,6 +7,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -14,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/flannelng/flannel/backend/kernel"
 	"github.com/flannelng/flannel/subnet"
 )
 
@@ -51,7 +51,7 @@ type Config struct {
 	FullResync time.Duration
 	// OnPass, when set, sees a report of every kernel reconcile pass
 	// (metrics).
-	OnPass func(kernel.PassReport)
+	OnPass func(PassReport)
 }
 
 // Backend is one data-plane implementation.
@@ -91,9 +91,30 @@ type Incremental interface {
 	// Update applies a change: gone are leases as last handed to
 	// Reconcile or Update (deleted or replaced since), came are the
 	// current versions of new or replaced ones. It returns
-	// kernel.ErrFullPass, having changed nothing it cannot repair, when
+	// ErrFullPass, having changed nothing it cannot repair, when
 	// the caller must run Reconcile with all peers instead.
 	Update(ctx context.Context, gone, came []subnet.Lease) error
+}
+
+// ErrFullPass is Incremental.Update's answer when a change cannot be
+// applied on its own: call Reconcile with all peers instead.
+var ErrFullPass = errors.New("kernel: this change needs a pass over the whole wanted state")
+
+// PassReport describes one reconcile pass, for metrics.
+type PassReport struct {
+	// Full is true when the pass read the kernel (dump and diff).
+	Full bool
+	// Delta is true for a pass over the changed leases only (Update).
+	Delta bool
+	// Repair is true when a kernel change we did not make (a deleted
+	// route, a changed MAC, a vanished device) triggered the pass: its
+	// writes repair drift.
+	Repair   bool
+	Duration time.Duration
+	// Writes counts successful kernel writes by object ("route", "neigh",
+	// "fdb") and operation ("set", "del").
+	Writes map[[2]string]int
+	Errors int
 }
 
 // Factory builds a backend.

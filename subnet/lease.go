@@ -21,25 +21,22 @@ type LeaseAttrs struct {
 	BackendV6Data json.RawMessage
 }
 
-// Lease is one subnet lease as stored in etcd.
+// Lease is one node's subnet lease, whatever its source: a key under
+// <prefix>/subnets/ in etcd, or a Node's podCIDRs and annotations. What a
+// source needs to keep it (etcd lease IDs, revisions) stays in the source.
 type Lease struct {
 	Subnet     netip.Prefix // IPv4 subnet; invalid for an IPv6-only lease
 	IPv6Subnet netip.Prefix // invalid when the lease has no IPv6 half
 	Attrs      LeaseAttrs
 
-	// Expiration is zero for a reservation (a key without an etcd lease).
+	// Expiration is when the source drops the lease unless it is
+	// renewed; zero for a lease that does not expire (an etcd
+	// reservation, a Node's podCIDR), or when the source did not say.
 	Expiration time.Time
-	// EtcdLease is the etcd lease ID the key is attached to, 0 for a reservation.
-	EtcdLease int64
-	// ModRevision is the etcd revision of the last write to the key.
-	ModRevision int64
 }
 
 // Key returns the key name of the lease below <prefix>/subnets/.
 func (l Lease) Key() string { return MakeKey(l.Subnet, l.IPv6Subnet) }
-
-// IsReservation reports whether the key has no etcd lease attached.
-func (l Lease) IsReservation() bool { return l.EtcdLease == 0 }
 
 // String gives a short human form for logs.
 func (l Lease) String() string {
@@ -166,4 +163,22 @@ func DecodeAttrs(value []byte) (LeaseAttrs, error) {
 type VXLANData struct {
 	VNI     uint32 `json:"VNI"`
 	VtepMAC string `json:"VtepMAC"`
+}
+
+// FindOwn returns the index of the lease advertising our public address:
+// the IPv4 PublicIP, or for an IPv6-only network the PublicIPv6 (upstream
+// compares 0.0.0.0 there and matches any IPv6-only node). It returns -1
+// when no lease does.
+func FindOwn(leases []Lease, cfg *Config, attrs LeaseAttrs) int {
+	for i := range leases {
+		l := &leases[i]
+		if cfg.EnableIPv4 {
+			if attrs.PublicIP.IsValid() && l.Attrs.PublicIP == attrs.PublicIP {
+				return i
+			}
+		} else if attrs.PublicIPv6.IsValid() && l.Attrs.PublicIPv6 == attrs.PublicIPv6 && !l.Subnet.IsValid() {
+			return i
+		}
+	}
+	return -1
 }

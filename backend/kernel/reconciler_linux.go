@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flannelng/flannel/backend"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -238,7 +239,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 
 // ErrFullPass is Update's answer when a change cannot be applied on its
 // own: call Reconcile with the whole wanted state.
-var ErrFullPass = errors.New("kernel: this change needs a pass over the whole wanted state")
+var ErrFullPass = backend.ErrFullPass
 
 // DeltaFunc returns the rows of the leases that changed: gone as the
 // previous passes wanted them, came as they are wanted now. A lease that

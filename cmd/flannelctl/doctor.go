@@ -35,6 +35,12 @@ func cmdDoctor(ctx context.Context, a *app, o *options, c *cmdFlags, _ []string)
 		case err == nil:
 			es, err := s.list(ctx)
 			in.Leases, in.LeasesErr = leasesOf(es), err
+			in.Reservations = map[string]bool{}
+			for _, e := range es {
+				if e.Err == nil && e.EtcdLease == 0 {
+					in.Reservations[e.Lease.Key()] = true
+				}
+			}
 		case raw != nil || errors.Is(err, etcdsubnet.ErrNoConfig):
 			in.ConfigErr = err // missing or invalid
 		default:

@@ -80,7 +80,7 @@ func parseEntry(subnetsPrefix, key string, value []byte, etcdLease, modRev int64
 		e.Err = err
 		return e
 	}
-	e.Lease = subnet.Lease{Subnet: v4, IPv6Subnet: v6, EtcdLease: etcdLease, ModRevision: modRev}
+	e.Lease = subnet.Lease{Subnet: v4, IPv6Subnet: v6}
 	if e.Lease.Attrs, err = subnet.DecodeAttrs(value); err != nil {
 		e.Err = err
 	}

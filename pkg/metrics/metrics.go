@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/backend"
 )
 
 // Metrics is the set of flanneld's metrics. Its methods and gauges are safe
@@ -126,7 +126,7 @@ func (m *Metrics) WatchRestart(relist bool) {
 
 // Pass is a backend Config.OnPass hook. A pass that did not read the
 // kernel (a delta pass included) is an incremental one.
-func (m *Metrics) Pass(r kernel.PassReport) {
+func (m *Metrics) Pass(r backend.PassReport) {
 	kind := "incremental"
 	if r.Full {
 		kind = "full"
@@ -143,6 +143,16 @@ func (m *Metrics) Pass(r kernel.PassReport) {
 		}
 		m.kernelObjects.add(float64(n), k[0], action)
 	}
+}
+
+// SetLeaseExpiry publishes our lease's expiry; the zero time (a lease
+// that does not expire: an etcd reservation, a Node's podCIDR) is 0.
+func (m *Metrics) SetLeaseExpiry(exp time.Time) {
+	if exp.IsZero() {
+		m.LeaseExpiry.Set(0)
+		return
+	}
+	m.LeaseExpiry.Set(float64(exp.Unix()))
 }
 
 // FirewallRepair is a pkg/firewall Options.OnRepair hook.

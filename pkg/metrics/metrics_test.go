@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/backend"
 )
 
 func scrape(t testing.TB, m *Metrics) string {
@@ -37,9 +37,9 @@ func TestMetricsExposition(t *testing.T) {
 	m.EtcdRequest("get", 3*time.Millisecond, nil)
 	m.EtcdRequest("get", time.Second, errors.New("unavailable"))
 	m.WatchRestart(true)
-	m.Pass(kernel.PassReport{Full: true, Writes: map[[2]string]int{{"route", "set"}: 3, {"fdb", "del"}: 1}})
-	m.Pass(kernel.PassReport{Repair: true, Full: true, Writes: map[[2]string]int{{"route", "set"}: 1}})
-	m.Pass(kernel.PassReport{Delta: true, Duration: 2 * time.Millisecond, Writes: map[[2]string]int{{"neigh", "set"}: 2}})
+	m.Pass(backend.PassReport{Full: true, Writes: map[[2]string]int{{"route", "set"}: 3, {"fdb", "del"}: 1}})
+	m.Pass(backend.PassReport{Repair: true, Full: true, Writes: map[[2]string]int{{"route", "set"}: 1}})
+	m.Pass(backend.PassReport{Delta: true, Duration: 2 * time.Millisecond, Writes: map[[2]string]int{{"neigh", "set"}: 2}})
 	m.FirewallRepair("IPv4 nat")
 	m.Ready.Set(1)
 	m.LeaseExpiry.Set(1795521651)
@@ -187,7 +187,7 @@ func TestConcurrentHooks(t *testing.T) {
 			for i := range rounds {
 				m.EtcdRequest("get", time.Duration(i)*time.Millisecond, errors.New("x"))
 				m.WatchRestart(i%2 == 0)
-				m.Pass(kernel.PassReport{Full: i%2 == 0, Writes: map[[2]string]int{{"route", "set"}: 2}})
+				m.Pass(backend.PassReport{Full: i%2 == 0, Writes: map[[2]string]int{{"route", "set"}: 2}})
 				m.FirewallRepair(fmt.Sprint("table", w))
 				m.Leases.Set(float64(i))
 				if i%50 == 0 { // scrapes amid the other workers' hooks, whatever the scheduling
@@ -225,7 +225,7 @@ func BenchmarkScrape(b *testing.B) {
 	for _, k := range []string{"get", "list", "grant", "create", "update", "renew", "delete", "revoke"} {
 		m.EtcdRequest(k, time.Millisecond, nil)
 	}
-	m.Pass(kernel.PassReport{Full: true, Writes: map[[2]string]int{{"route", "set"}: 3, {"fdb", "del"}: 1, {"neigh", "set"}: 1}})
+	m.Pass(backend.PassReport{Full: true, Writes: map[[2]string]int{{"route", "set"}: 3, {"fdb", "del"}: 1, {"neigh", "set"}: 1}})
 	buf := make([]byte, 0, 32<<10)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,30 +15,29 @@ import (
 // errTryAgain means another writer got in between; list again and retry.
 var errTryAgain = errors.New("lease state changed concurrently")
 
-// FindOwn returns the lease advertising our public address: the IPv4
-// PublicIP, or for an IPv6-only network the PublicIPv6 (upstream compares
-// 0.0.0.0 there and matches any IPv6-only node).
-func FindOwn(leases []subnet.Lease, cfg *subnet.Config, attrs subnet.LeaseAttrs) *subnet.Lease {
-	for i := range leases {
-		l := &leases[i]
-		if cfg.EnableIPv4 {
-			if attrs.PublicIP.IsValid() && l.Attrs.PublicIP == attrs.PublicIP {
-				return l
-			}
-		} else if attrs.PublicIPv6.IsValid() && l.Attrs.PublicIPv6 == attrs.PublicIPv6 && !l.Subnet.IsValid() {
-			return l
-		}
-	}
-	return nil
+// held is a lease as etcd stores it: the etcd lease its key is attached
+// to (0 for a reservation) and the revision of the key's last write, which
+// our transactions compare against. Neither leaves this package.
+type held struct {
+	subnet.Lease
+	id  int64
+	rev int64
 }
+
+func (h held) isReservation() bool { return h.id == 0 }
 
 // Acquire gets our lease: the one already advertising our public IP, else
 // the subnet from the previous subnet.env when it is compatible and free,
 // else a free subnet picked at random among the first free ones. Lost races
 // and a full network are retried with back-off and jitter until ctx ends;
 // onRetry (optional) sees each failure.
+//
+// After Start, the first attempt uses Start's listing.
 func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error)) (subnet.Lease, error) {
-	return m.acquire(ctx, nil, cfg, attrs, prev, onRetry, 0)
+	if l, ok := m.startListing(); ok {
+		return m.AcquireFrom(ctx, l, cfg, attrs, prev, onRetry)
+	}
+	return m.hold(m.acquire(ctx, nil, cfg, attrs, prev, onRetry, 0))
 }
 
 // AcquireFrom is Acquire with a listing the caller already made: the first
@@ -47,12 +46,35 @@ func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 // A listing that is out of date costs nothing but a retry: creating a key
 // fails when any lease changed after first.Revision.
 func (m *Manager) AcquireFrom(ctx context.Context, first Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error)) (subnet.Lease, error) {
-	return m.acquire(ctx, &first, cfg, attrs, prev, onRetry, 0)
+	return m.hold(m.acquire(ctx, &first, cfg, attrs, prev, onRetry, 0))
+}
+
+// hold remembers the lease Acquire got, for Keep.
+func (m *Manager) hold(h held, err error) (subnet.Lease, error) {
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	m.mu.Lock()
+	m.own = h
+	m.mu.Unlock()
+	return h.Lease, nil
+}
+
+// held returns our lease as Keep knows it, if it is own.
+func (m *Manager) heldFor(own subnet.Lease) held {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.own.Subnet == own.Subnet && m.own.IPv6Subnet == own.IPv6Subnet {
+		h := m.own
+		h.Lease = own
+		return h
+	}
+	return held{Lease: own}
 }
 
 // acquire is Acquire; a non-zero reuse names an etcd lease of ours that is
 // still alive, to attach a re-created key to instead of granting another.
-func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error), reuse int64) (subnet.Lease, error) {
+func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error), reuse int64) (held, error) {
 	delay := 50 * time.Millisecond
 	lastFull := "" // a full network is logged once per distinct message
 	for {
@@ -62,7 +84,7 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 			return l, nil
 		}
 		if ctx.Err() != nil {
-			return subnet.Lease{}, ctx.Err()
+			return held{}, ctx.Err()
 		}
 		max := 5 * time.Second
 		var full *subnet.ErrNoFreeSubnet
@@ -88,7 +110,7 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 		m.rndM.Unlock()
 		select {
 		case <-ctx.Done():
-			return subnet.Lease{}, ctx.Err()
+			return held{}, ctx.Err()
 		case <-time.After(wait):
 		}
 		if delay *= 2; delay > max {
@@ -97,16 +119,19 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 	}
 }
 
-func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, reuse int64) (subnet.Lease, error) {
-	var leases []subnet.Lease
-	var rev int64
+func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, reuse int64) (held, error) {
+	var listing Listing
 	var err error
 	if first != nil {
-		leases, rev = first.Leases, first.Revision
-	} else if leases, rev, err = m.List(ctx); err != nil {
-		return subnet.Lease{}, err
+		listing = *first
+	} else if listing, err = m.Snapshot(ctx); err != nil {
+		return held{}, err
 	}
-	own := FindOwn(leases, cfg, attrs)
+	leases, rev := listing.Leases, listing.Revision
+	var own *held
+	if i := subnet.FindOwn(leases, cfg, attrs); i >= 0 {
+		own = &held{Lease: leases[i], id: listing.meta[i].id, rev: listing.meta[i].rev}
+	}
 	if own != nil && cfg.Compatible(own.Subnet, own.IPv6Subnet) {
 		m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", own.Subnet, own.IPv6Subnet, attrs.PublicIP))
 		return m.adopt(ctx, *own, attrs)
@@ -115,7 +140,7 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 	if own != nil {
 		others = make([]subnet.Lease, 0, len(leases))
 		for _, l := range leases {
-			if m.KeyFor(l) != m.KeyFor(*own) {
+			if m.KeyFor(l) != m.KeyFor(own.Lease) {
 				others = append(others, l)
 			}
 		}
@@ -134,7 +159,7 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 		if cfg.EnableIPv6 && cfg.CompatibleV6(own.IPv6Subnet) {
 			want6 = own.IPv6Subnet
 		}
-		m.log.Warn(fmt.Sprintf("Found lease (%v) for current IP (%v) but not compatible with current config, replacing it", own, attrs.PublicIP),
+		m.log.Warn(fmt.Sprintf("Found lease (%v) for current IP (%v) but not compatible with current config, replacing it", own.Lease, attrs.PublicIP),
 			"keeping", subnet.Lease{Subnet: want4, IPv6Subnet: want6}.String())
 	}
 	if prev.Subnet.IsValid() && cfg.EnableIPv4 && !want4.IsValid() {
@@ -150,7 +175,7 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 		want4, err = cfg.PickFamily(false, taken, len(others), m.rnd)
 		m.rndM.Unlock()
 		if err != nil {
-			return subnet.Lease{}, err
+			return held{}, err
 		}
 		picked = true
 	}
@@ -160,12 +185,12 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 		want6, err = cfg.PickFamily(true, taken, len(others), m.rnd)
 		m.rndM.Unlock()
 		if err != nil {
-			return subnet.Lease{}, err
+			return held{}, err
 		}
 		picked = true
 	}
-	if own != nil && !own.IsReservation() && reuse == 0 {
-		reuse = own.EtcdLease
+	if own != nil && !own.isReservation() && reuse == 0 {
+		reuse = own.id
 	}
 	l, err := m.create(ctx, want4, want6, attrs, rev, reuse, own)
 	if err == nil && picked {
@@ -197,16 +222,16 @@ func (m *Manager) previous(compatible bool, p netip.Prefix, taken []netip.Prefix
 //
 // replace, when set, is our old key (an incompatible lease): it is deleted
 // in the same transaction, provided nobody changed it since the listing.
-func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64, replace *subnet.Lease) (subnet.Lease, error) {
+func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64, replace *held) (held, error) {
 	if !v4.IsValid() && !v6.IsValid() {
-		return subnet.Lease{}, fmt.Errorf("no subnet to create")
+		return held{}, fmt.Errorf("no subnet to create")
 	}
-	l := subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}
+	l := held{Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}}
 	val, err := subnet.EncodeAttrs(attrs)
 	if err != nil {
-		return subnet.Lease{}, err
+		return held{}, err
 	}
-	key := m.KeyFor(l)
+	key := m.KeyFor(l.Lease)
 	var grant *clientv3.LeaseGrantResponse
 	if reuse != 0 {
 		ttl, err := m.keepAliveOnce(ctx, reuse)
@@ -220,7 +245,7 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 			grant, err = m.cli.Grant(ctx, int64(m.opt.TTL/time.Second))
 			return err
 		}); err != nil {
-			return subnet.Lease{}, err
+			return held{}, err
 		}
 	}
 	var txn *clientv3.TxnResponse
@@ -230,8 +255,8 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 		}
 		var ops []clientv3.Op
 		if replace != nil {
-			oldKey := m.KeyFor(*replace)
-			conds = append(conds, clientv3.Compare(clientv3.ModRevision(oldKey), "=", replace.ModRevision))
+			oldKey := m.KeyFor(replace.Lease)
+			conds = append(conds, clientv3.Compare(clientv3.ModRevision(oldKey), "=", replace.rev))
 			if oldKey != key {
 				ops = append(ops, clientv3.OpDelete(oldKey))
 				conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
@@ -251,13 +276,13 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 		})
 	}
 	if err != nil {
-		return subnet.Lease{}, err
+		return held{}, err
 	}
 	if !txn.Succeeded {
-		return subnet.Lease{}, errTryAgain
+		return held{}, errTryAgain
 	}
-	l.EtcdLease = int64(grant.ID)
-	l.ModRevision = txn.Header.Revision
+	l.id = int64(grant.ID)
+	l.rev = txn.Header.Revision
 	l.Expiration = time.Now().Add(time.Duration(grant.TTL) * time.Second)
 	return l, nil
 }
@@ -265,37 +290,37 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 // adopt takes over our existing lease key: its etcd lease is refreshed
 // (not replaced, so no etcd lease is ever orphaned) and its value updated
 // when our attributes changed. A reservation (no etcd lease) stays one.
-func (m *Manager) adopt(ctx context.Context, own subnet.Lease, attrs subnet.LeaseAttrs) (subnet.Lease, error) {
-	key := m.KeyFor(own)
-	if !own.IsReservation() {
-		ttl, err := m.keepAliveOnce(ctx, own.EtcdLease)
+func (m *Manager) adopt(ctx context.Context, own held, attrs subnet.LeaseAttrs) (held, error) {
+	key := m.KeyFor(own.Lease)
+	if !own.isReservation() {
+		ttl, err := m.keepAliveOnce(ctx, own.id)
 		if err != nil {
-			return subnet.Lease{}, err
+			return held{}, err
 		}
 		own.Expiration = time.Now().Add(ttl)
 	}
 	cur, _ := subnet.EncodeAttrs(own.Attrs)
 	want, err := subnet.EncodeAttrs(attrs)
 	if err != nil {
-		return subnet.Lease{}, err
+		return held{}, err
 	}
 	if string(cur) != string(want) {
 		opts := []clientv3.OpOption{}
-		if !own.IsReservation() {
-			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(own.EtcdLease)))
+		if !own.isReservation() {
+			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(own.id)))
 		}
 		var txn *clientv3.TxnResponse
 		if err := m.rpc(ctx, "update "+key, func(ctx context.Context) (err error) {
-			txn, err = m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", own.ModRevision)).
+			txn, err = m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", own.rev)).
 				Then(clientv3.OpPut(key, string(want), opts...)).Commit()
 			return err
 		}); err != nil {
-			return subnet.Lease{}, err
+			return held{}, err
 		}
 		if !txn.Succeeded {
-			return subnet.Lease{}, errTryAgain
+			return held{}, errTryAgain
 		}
-		own.ModRevision = txn.Header.Revision
+		own.rev = txn.Header.Revision
 		m.log.Info("Updated lease attributes", "subnet", own.String(), "value", string(want))
 	}
 	own.Attrs = attrs
@@ -323,14 +348,6 @@ func (m *Manager) keepAliveOnce(ctx context.Context, id int64) (time.Duration, e
 	return time.Duration(resp.TTL) * time.Second, nil
 }
 
-func (m *Manager) deleteIfUnchanged(ctx context.Context, l subnet.Lease) error {
-	key := m.KeyFor(l)
-	return m.rpc(ctx, "delete "+key, func(ctx context.Context) error {
-		_, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", l.ModRevision)).
-			Then(clientv3.OpDelete(key)).Commit()
-		return err
-	})
-}
 
 // ErrSubnetChanged is returned by Keep when our lease could only be
 // re-acquired with a different subnet: the node must be reconfigured.
@@ -340,10 +357,11 @@ var ErrSubnetChanged = errors.New("our subnet was taken over by another node")
 // deletes it or its etcd lease expires during an outage, with the same
 // subnet when it is still free. It returns when ctx ends, or with
 // ErrSubnetChanged when the subnet is lost for good. Nothing is torn down.
-func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease) error {
-	key := m.KeyFor(own)
+func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, lease subnet.Lease) error {
+	own := m.heldFor(lease)
+	key := m.KeyFor(own.Lease)
 	renewIn := func() time.Duration {
-		if own.IsReservation() {
+		if own.isReservation() {
 			return 24 * time.Hour
 		}
 		d := time.Until(own.Expiration) - m.opt.RenewMargin
@@ -364,12 +382,12 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 
 	wctx, wcancel := context.WithCancel(ctx)
 	defer func() { wcancel() }()
-	events := m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.ModRevision+1))
+	events := m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.rev+1))
 
 	reacquire := func(why string) error {
 		m.log.Warn("Our lease is gone; re-acquiring the same subnet", "subnet", own.String(), "reason", why)
 		prev := subnet.Env{Subnet: own.Subnet, IPv6Subnet: own.IPv6Subnet}
-		l, err := m.acquire(ctx, nil, cfg, own.Attrs, prev, nil, own.EtcdLease)
+		l, err := m.acquire(ctx, nil, cfg, own.Attrs, prev, nil, own.id)
 		if err != nil {
 			return err
 		}
@@ -378,23 +396,24 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 			return ErrSubnetChanged
 		}
 		own = l
+		m.hold(l, nil)
 		m.log.Info("Lease re-acquired", "subnet", own.String())
 		if m.opt.OnLease != nil {
-			m.opt.OnLease(own)
+			m.opt.OnLease(own.Lease)
 		}
 		return nil
 	}
 	restartWatch := func() {
 		wcancel()
 		wctx, wcancel = context.WithCancel(ctx)
-		events = m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.ModRevision+1))
+		events = m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.rev+1))
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
-			ttl, err := m.keepAliveOnce(ctx, own.EtcdLease)
+			ttl, err := m.keepAliveOnce(ctx, own.id)
 			switch {
 			case errors.Is(err, errLeaseGone):
 				if err := reacquire("etcd lease expired"); err != nil {
@@ -409,7 +428,7 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 				own.Expiration = time.Now().Add(ttl)
 				m.log.Info(fmt.Sprintf("Lease renewed, new expiration: %s", own.Expiration.UTC().Format(time.RFC3339)))
 				if m.opt.OnLease != nil {
-					m.opt.OnLease(own)
+					m.opt.OnLease(own.Lease)
 				}
 			}
 			timer.Reset(renewIn())
@@ -439,13 +458,13 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 					}
 					timer.Reset(renewIn())
 				} else {
-					own.ModRevision = get.Kvs[0].ModRevision
+					own.rev = get.Kvs[0].ModRevision
 				}
 				restartWatch()
 				continue
 			}
 			for _, ev := range resp.Events {
-				own.ModRevision = ev.Kv.ModRevision
+				own.rev = ev.Kv.ModRevision
 				if ev.Type == clientv3.EventTypeDelete {
 					if err := reacquire("key deleted"); err != nil {
 						return err

@@ -147,6 +147,7 @@ func TestAcquireFormatAndReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	aID := heldID(m1)
 	b, err := m1.Acquire(ctx, cfg, vxAttrs("192.168.50.2", "a2:2a:fd:9f:55:f4"), subnet.Env{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -173,8 +174,8 @@ func TestAcquireFormatAndReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Subnet != a.Subnet || again.EtcdLease != a.EtcdLease {
-		t.Errorf("restart got %s lease %x, want %s lease %x", again, again.EtcdLease, a, a.EtcdLease)
+	if again.Subnet != a.Subnet || heldID(m2) != aID {
+		t.Errorf("restart got %s lease %x, want %s lease %x", again, heldID(m2), a, aID)
 	}
 	if !strings.Contains(log2.String(), "for current IP (192.168.50.1), reusing") {
 		t.Errorf("log: %s", log2)
@@ -335,7 +336,7 @@ func TestReservationStaysReservation(t *testing.T) {
 	cli.Put(ctx, key, `{"PublicIP":"192.168.3.3"}`)
 	m, _ := newManager(t, cli, Options{})
 	l, err := m.Acquire(ctx, cfg, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.3.3"), BackendType: "host-gw"}, subnet.Env{}, nil)
-	if err != nil || l.Subnet.String() != "10.5.77.0/24" || !l.IsReservation() {
+	if err != nil || l.Subnet.String() != "10.5.77.0/24" || heldID(m) != 0 || !l.Expiration.IsZero() {
 		t.Fatalf("got %+v %v", l, err)
 	}
 	resp, _ := cli.Get(ctx, key)
@@ -475,6 +476,7 @@ func TestUpgradeToDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	aID := heldID(m)
 	// Another node's IPv4-only lease stays around.
 	if _, err := m.Acquire(ctx, v4cfg, vxAttrs("192.168.50.2", "02:00:00:00:00:02"), subnet.Env{}, nil); err != nil {
 		t.Fatal(err)
@@ -486,7 +488,7 @@ func TestUpgradeToDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
-	if b.Subnet != a.Subnet || !b.IPv6Subnet.IsValid() || b.IPv6Subnet.Bits() != 64 || b.EtcdLease != a.EtcdLease {
+	if b.Subnet != a.Subnet || !b.IPv6Subnet.IsValid() || b.IPv6Subnet.Bits() != 64 || heldID(m) != aID {
 		t.Fatalf("upgraded lease %+v from %+v", b, a)
 	}
 	resp, _ := cli.Get(ctx, "/coreos.com/network/subnets/", clientv3.WithPrefix())
@@ -710,4 +712,11 @@ func TestWatcherChanges(t *testing.T) {
 	if _, _, all := w.Changes(); all {
 		t.Fatal("TakeAll must reset the overflow")
 	}
+}
+
+// heldID is the etcd lease of the lease m acquired last (0: a reservation).
+func heldID(m *Manager) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.own.id
 }

@@ -59,6 +59,9 @@ type Manager struct {
 	unreachable time.Time // start of the current outage, zero when reachable
 	reason      string    // Diagnose's answer for the current outage
 	badKeys     map[string]int64
+	own         held // our lease, as Acquire got it (for Keep)
+	start       Listing
+	started     bool // start holds Start's listing, until Peers takes it
 }
 
 // New returns a Manager using cli.
@@ -203,37 +206,46 @@ func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []byte, error)
 type Listing struct {
 	Leases   []subnet.Lease
 	Revision int64
+	// meta[i] is what etcd says of Leases[i] beyond its value.
+	meta []meta
 }
 
-// Snapshot is List as a Listing.
-func (m *Manager) Snapshot(ctx context.Context) (Listing, error) {
-	leases, rev, err := m.List(ctx)
-	return Listing{Leases: leases, Revision: rev}, err
-}
+// meta is a key's etcd lease (0 for a reservation) and the revision of
+// its last write.
+type meta struct{ id, rev int64 }
 
 // List reads every lease with one range request. Keys or values that do not
 // parse are skipped (and logged once per key and revision).
 func (m *Manager) List(ctx context.Context) ([]subnet.Lease, int64, error) {
+	l, err := m.Snapshot(ctx)
+	return l.Leases, l.Revision, err
+}
+
+// Snapshot is List as a Listing.
+func (m *Manager) Snapshot(ctx context.Context) (Listing, error) {
 	var resp *clientv3.GetResponse
 	err := m.rpc(ctx, "list "+m.SubnetsPrefix(), func(ctx context.Context) (err error) {
 		resp, err = m.cli.Get(ctx, m.SubnetsPrefix(), clientv3.WithPrefix())
 		return err
 	})
 	if err != nil {
-		return nil, 0, err
+		return Listing{}, err
 	}
-	out := make([]subnet.Lease, 0, len(resp.Kvs))
+	out := Listing{Leases: make([]subnet.Lease, 0, len(resp.Kvs)), meta: make([]meta, 0, len(resp.Kvs)), Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
-		l, err := m.decode(string(kv.Key), kv.Value, kv.Lease, kv.ModRevision)
+		l, err := m.decode(string(kv.Key), kv.Value, kv.ModRevision)
 		if err != nil {
 			continue
 		}
-		out = append(out, l)
+		out.Leases = append(out.Leases, l)
+		out.meta = append(out.meta, meta{id: kv.Lease, rev: kv.ModRevision})
 	}
-	return out, resp.Header.Revision, nil
+	return out, nil
 }
 
-func (m *Manager) decode(key string, value []byte, leaseID, modRev int64) (subnet.Lease, error) {
+// decode parses a lease key and value; modRev says which write of a bad
+// key was logged already.
+func (m *Manager) decode(key string, value []byte, modRev int64) (subnet.Lease, error) {
 	name := strings.TrimPrefix(key, m.SubnetsPrefix())
 	v4, v6, err := subnet.ParseKey(name)
 	if err == nil && strings.Contains(name, "/") {
@@ -252,5 +264,5 @@ func (m *Manager) decode(key string, value []byte, leaseID, modRev int64) (subne
 		m.mu.Unlock()
 		return subnet.Lease{}, err
 	}
-	return subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: leaseID, ModRevision: modRev}, nil
+	return subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}, nil
 }

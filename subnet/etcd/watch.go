@@ -240,7 +240,7 @@ func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
 				delete(w.leases, key)
 				continue
 			}
-			l, err := m.decode(key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.ModRevision)
+			l, err := m.decode(key, ev.Kv.Value, ev.Kv.ModRevision)
 			if err != nil {
 				// A malformed write replaces whatever the key held: it must
 				// not keep routing to the old value.

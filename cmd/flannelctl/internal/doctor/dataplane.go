@@ -70,7 +70,7 @@ func peersOf(r *report, in Input, own subnet.Lease, typ string) []subnet.Lease {
 			out = append(out, l)
 		case "":
 			kind := "lease"
-			if l.IsReservation() {
+			if in.Reservations[l.Key()] {
 				kind = "reservation"
 			}
 			r.skip("%s %s (public IP %s) advertises no backend: nothing to program until its node runs flanneld", kind, l, ip)

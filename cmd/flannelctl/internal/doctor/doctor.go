@@ -62,6 +62,9 @@ type Input struct {
 
 	Leases    []subnet.Lease
 	LeasesErr error
+	// Reservations holds the keys (subnet.Lease.Key) of leases without
+	// an etcd lease: reservations that never expire.
+	Reservations map[string]bool
 
 	// PublicIP is --public-ip (FLANNELD_PUBLIC_IP); invalid when not given.
 	PublicIP netip.Addr
@@ -256,7 +259,7 @@ func findOwn(r *report, in Input, envOK bool) *subnet.Lease {
 	}
 	own := in.Leases[cands[0]]
 	kind := "lease"
-	if own.IsReservation() {
+	if in.Reservations[own.Key()] {
 		kind = "reservation"
 	}
 	r.ok("our %s: %s, public IP %s, backend %s (found by %s)", kind, own, ipOrNone(own.Attrs.PublicIP, own.Attrs.PublicIPv6), orNone(own.Attrs.BackendType), how)

@@ -26,8 +26,8 @@ const (
 	macB   = "0a:00:00:00:00:03"
 )
 
-func vxLease(sn, ip, mac string, etcdLease int64) subnet.Lease {
-	return subnet.Lease{Subnet: p(sn), EtcdLease: etcdLease, Attrs: subnet.LeaseAttrs{
+func vxLease(sn, ip, mac string) subnet.Lease {
+	return subnet.Lease{Subnet: p(sn), Attrs: subnet.LeaseAttrs{
 		PublicIP: a(ip), BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
 }
 
@@ -82,11 +82,12 @@ func healthy(t *testing.T) Input {
 		ConfigKey:  "/coreos.com/network/config",
 		Config:     mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`),
 		Leases: []subnet.Lease{
-			vxLease("10.5.1.0/24", "192.168.50.1", macOwn, 7),
-			vxLease("10.5.2.0/24", "192.168.50.2", macA, 8),
-			vxLease("10.5.3.0/24", "192.168.50.3", macB, 9),
+			vxLease("10.5.1.0/24", "192.168.50.1", macOwn),
+			vxLease("10.5.2.0/24", "192.168.50.2", macA),
+			vxLease("10.5.3.0/24", "192.168.50.3", macB),
 			{Subnet: p("10.5.9.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: a("192.168.50.9")}},
 		},
+		Reservations: map[string]bool{"10.5.9.0-24": true},
 		Facts: Facts{
 			Links: []Link{
 				{Index: 1, Name: "lo", Type: "device", Up: true, MTU: 65536},
@@ -349,7 +350,7 @@ func TestFindOwnLease(t *testing.T) {
 	})
 	t.Run("two leases for this node", func(t *testing.T) {
 		in := healthy(t)
-		in.Leases = append(in.Leases, vxLease("10.5.4.0/24", "192.168.50.1", macOwn, 10))
+		in.Leases = append(in.Leases, vxLease("10.5.4.0/24", "192.168.50.1", macOwn))
 		rs := Run(in)
 		if !hasResult(rs, Fail, "2 leases match this node (public IP on this node): [10.5.1.0/24 10.5.4.0/24]") ||
 			!hasResult(rs, OK, "our lease: 10.5.1.0/24") {

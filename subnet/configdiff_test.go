@@ -1,4 +1,4 @@
-package main
+package subnet
 
 import "testing"
 
@@ -22,8 +22,8 @@ func TestConfigChanges(t *testing.T) {
 		{`{"Network":"10.5.0.0/16"}`, `["10.5.0.0/16"]`, ``},
 	}
 	for _, tc := range tests {
-		if got := configChanges([]byte(tc.running), []byte(tc.next)); got != tc.want {
-			t.Errorf("configChanges(%s, %s) = %q, want %q", tc.running, tc.next, got, tc.want)
+		if got := ConfigChanges([]byte(tc.running), []byte(tc.next)); got != tc.want {
+			t.Errorf("ConfigChanges(%s, %s) = %q, want %q", tc.running, tc.next, got, tc.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package subnet
 
 import (
 	"bytes"
@@ -8,13 +8,13 @@ import (
 	"strings"
 )
 
-// configChanges names what differs between two network configs as stored
+// ConfigChanges names what differs between two network configs as stored
 // in etcd, field by field with nested objects flattened, e.g.
 // `Backend.Type: "vxlan" -> "host-gw"; SubnetLen: (unset) -> 22`. It
 // returns "" when either is not a JSON object: the caller logs both raw
 // texts anyway, and an operator must see what to change before restarting
 // every node.
-func configChanges(running, next []byte) string {
+func ConfigChanges(running, next []byte) string {
 	a, ok1 := flattenJSON(running)
 	b, ok2 := flattenJSON(next)
 	if !ok1 || !ok2 {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -6,10 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/flannelng/flannel/backend"
-	"github.com/flannelng/flannel/backend/kernel"
 	"github.com/flannelng/flannel/pkg/metrics"
 	"github.com/flannelng/flannel/subnet"
-	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
 )
 
 // dataPlane feeds the backend from the lease watcher. A pass over all
@@ -22,11 +20,11 @@ import (
 //
 // Not safe for concurrent use: the daemon's main loop owns it.
 type dataPlane struct {
-	w      *etcdsubnet.Watcher
+	w      subnet.PeerSource
 	nw     backend.Network
 	inc    backend.Incremental // nil: every change is a pass over all peers
 	own    subnet.Lease
-	filter *peerFilter
+	filter *subnet.PeerFilter
 	cfg    *subnet.Config
 	mx     *metrics.Metrics
 	log    *slog.Logger
@@ -37,9 +35,9 @@ type dataPlane struct {
 	others, othersInRange int
 }
 
-func newDataPlane(w *etcdsubnet.Watcher, nw backend.Network, own subnet.Lease,
+func newDataPlane(w subnet.PeerSource, nw backend.Network, own subnet.Lease,
 	cfg *subnet.Config, mx *metrics.Metrics, log *slog.Logger) *dataPlane {
-	d := &dataPlane{w: w, nw: nw, own: own, filter: newPeerFilter(cfg, own, log),
+	d := &dataPlane{w: w, nw: nw, own: own, filter: subnet.NewPeerFilter(cfg, own, log),
 		cfg: cfg, mx: mx, log: log, lastCount: -1}
 	d.inc, _ = nw.(backend.Incremental)
 	return d
@@ -55,7 +53,7 @@ func (d *dataPlane) full(ctx context.Context) (synced bool, err error) {
 	all = d.withoutOwn(all)
 	d.others, d.othersInRange = 0, 0
 	d.count(all, 1)
-	peers := d.filter.filter(all)
+	peers := d.filter.Filter(all)
 	if len(peers) != d.lastCount {
 		if d.lastCount >= 0 {
 			d.log.Info("Peers changed", "peers", len(peers))
@@ -74,9 +72,9 @@ func (d *dataPlane) changed(ctx context.Context) error {
 			gone, came = d.withoutOwn(gone), d.withoutOwn(came)
 			d.count(gone, -1)
 			d.count(came, 1)
-			if gone, came, ok := d.filter.delta(gone, came); ok {
+			if gone, came, ok := d.filter.Delta(gone, came); ok {
 				err := d.inc.Update(ctx, gone, came)
-				if !errors.Is(err, kernel.ErrFullPass) {
+				if !errors.Is(err, backend.ErrFullPass) {
 					return err
 				}
 				d.log.Debug("lease change needs a pass over all peers", "err", err)

@@ -1,14 +1,13 @@
-package main
+package subnet
 
 import (
 	"fmt"
 	"log/slog"
 	"net/netip"
 
-	"github.com/flannelng/flannel/subnet"
 )
 
-// peerFilter keeps leases that must never reach the data plane away from
+// PeerFilter keeps leases that must never reach the data plane away from
 // it. Our allocator never hands them out, but any program can write under
 // <prefix>/subnets/:
 //   - a subnet outside the network: its route would capture traffic that is
@@ -25,9 +24,9 @@ import (
 //
 // Each skipped lease is logged once (again only if its reason changes).
 // Not safe for concurrent use; the daemon's main loop owns it.
-type peerFilter struct {
-	cfg    *subnet.Config
-	own    subnet.Lease
+type PeerFilter struct {
+	cfg    *Config
+	own    Lease
 	log    *slog.Logger
 	logged map[string]string // lease key -> reason logged
 	// odd counts the leases of another length than the configured one
@@ -36,13 +35,15 @@ type peerFilter struct {
 	odd int
 }
 
-func newPeerFilter(cfg *subnet.Config, own subnet.Lease, log *slog.Logger) *peerFilter {
-	return &peerFilter{cfg: cfg, own: own, log: log, logged: map[string]string{}}
+// NewPeerFilter returns a filter for the network cfg, on the node that
+// holds own.
+func NewPeerFilter(cfg *Config, own Lease, log *slog.Logger) *PeerFilter {
+	return &PeerFilter{cfg: cfg, own: own, log: log, logged: map[string]string{}}
 }
 
-// family is one address family's view: the network, the configured subnet
+// peerFamily is one address family's view: the network, the configured subnet
 // length, our own subnet and the standard-length leases inside the network.
-type family struct {
+type peerFamily struct {
 	name    string
 	network netip.Prefix
 	bits    int
@@ -50,19 +51,19 @@ type family struct {
 	held    []netip.Prefix
 }
 
-func (f *peerFilter) families() []*family {
-	var fams []*family
+func (f *PeerFilter) families() []*peerFamily {
+	var fams []*peerFamily
 	if f.cfg.EnableIPv4 {
-		fams = append(fams, &family{name: "IPv4", network: f.cfg.Network, bits: f.cfg.SubnetLen, own: f.own.Subnet})
+		fams = append(fams, &peerFamily{name: "IPv4", network: f.cfg.Network, bits: f.cfg.SubnetLen, own: f.own.Subnet})
 	}
 	if f.cfg.EnableIPv6 {
-		fams = append(fams, &family{name: "IPv6", network: f.cfg.IPv6Network, bits: f.cfg.IPv6SubnetLen, own: f.own.IPv6Subnet})
+		fams = append(fams, &peerFamily{name: "IPv6", network: f.cfg.IPv6Network, bits: f.cfg.IPv6SubnetLen, own: f.own.IPv6Subnet})
 	}
 	return fams
 }
 
-// filter returns the usable leases of peers, in place.
-func (f *peerFilter) filter(peers []subnet.Lease) []subnet.Lease {
+// Filter returns the usable leases of peers, in place.
+func (f *PeerFilter) Filter(peers []Lease) []Lease {
 	fams := f.families()
 	f.odd = 0
 	for _, l := range peers {
@@ -99,17 +100,17 @@ func (f *peerFilter) filter(peers []subnet.Lease) []subnet.Lease {
 	return out
 }
 
-// delta is filter for a change (see backend.Incremental): it returns the
+// Delta is Filter for a change (see backend.Incremental): it returns the
 // usable ones of gone (as filter decided when they came) and of came, and
 // false when a decision may depend on other leases: a lease of another
 // length than the configured one is known or involved. Not-usable leases
 // of came are logged as filter logs them.
-func (f *peerFilter) delta(gone, came []subnet.Lease) (usableGone, usableCame []subnet.Lease, ok bool) {
+func (f *PeerFilter) Delta(gone, came []Lease) (usableGone, usableCame []Lease, ok bool) {
 	if f.odd > 0 {
 		return nil, nil, false
 	}
 	fams := f.families()
-	for _, ls := range [][]subnet.Lease{gone, came} {
+	for _, ls := range [][]Lease{gone, came} {
 		for _, l := range ls {
 			for _, fam := range fams {
 				if fam.odd(fam.pick(l)) {
@@ -119,7 +120,7 @@ func (f *peerFilter) delta(gone, came []subnet.Lease) (usableGone, usableCame []
 		}
 	}
 	// Without odd lengths, usable is a property of the lease alone.
-	why := func(l subnet.Lease) string {
+	why := func(l Lease) string {
 		for _, fam := range fams {
 			if w := fam.check(fam.pick(l)); w != "" {
 				return w
@@ -151,11 +152,11 @@ func (f *peerFilter) delta(gone, came []subnet.Lease) (usableGone, usableCame []
 
 // odd reports whether sn lies inside the network with another length
 // than the configured one.
-func (fam *family) odd(sn netip.Prefix) bool {
+func (fam *peerFamily) odd(sn netip.Prefix) bool {
 	return sn.IsValid() && sn.Bits() != fam.bits && sn.Bits() >= fam.network.Bits() && fam.network.Contains(sn.Addr())
 }
 
-func (fam *family) pick(l subnet.Lease) netip.Prefix {
+func (fam *peerFamily) pick(l Lease) netip.Prefix {
 	if fam.name == "IPv6" {
 		return l.IPv6Subnet
 	}
@@ -163,7 +164,7 @@ func (fam *family) pick(l subnet.Lease) netip.Prefix {
 }
 
 // check says why sn must not be programmed, or "".
-func (fam *family) check(sn netip.Prefix) string {
+func (fam *peerFamily) check(sn netip.Prefix) string {
 	switch {
 	case !sn.IsValid():
 		return ""
