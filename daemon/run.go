@@ -349,7 +349,6 @@ func (n *node) keepBlackholes(ctx context.Context, lease subnet.Lease) {
 	}
 }
 
-
 // gcPercent is flanneld's garbage collection target unless the operator
 // sets GOGC: the heap may grow to 1.5 times what is live instead of Go's
 // default 2 times. flanneld's live heap is mostly the lease set and the

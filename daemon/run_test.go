@@ -119,8 +119,10 @@ func (p *fakePeers) Run(ctx context.Context) {
 	defer p.src.leave()
 	<-ctx.Done()
 }
-func (p *fakePeers) Updated() <-chan struct{}                        { return p.updated }
-func (p *fakePeers) TakeAll() ([]subnet.Lease, bool)                 { return append([]subnet.Lease(nil), p.leases...), true }
+func (p *fakePeers) Updated() <-chan struct{} { return p.updated }
+func (p *fakePeers) TakeAll() ([]subnet.Lease, bool) {
+	return append([]subnet.Lease(nil), p.leases...), true
+}
 func (p *fakePeers) Changes() (gone, came []subnet.Lease, all bool) { return nil, nil, true }
 
 // syncBuffer is a log sink safe for the daemon's goroutines.
@@ -168,7 +170,7 @@ func newHarness(t *testing.T) *harness {
 		IPTablesResync: 5 * time.Second, HealthzAddr: addr,
 	}
 	h.deps = Deps{
-		Connect: func(context.Context) (subnet.Manager, func(), error) { return src, src.close, nil },
+		Connect:  func(context.Context) (subnet.Manager, func(), error) { return src, src.close, nil },
 		Backends: backend.Registry{"alloc": alloc.New},
 		Log:      slog.New(slog.NewTextHandler(h.log, nil)),
 		NewFirewall: func(context.Context, firewall.Mode, firewall.Options) (firewall.Manager, error) {

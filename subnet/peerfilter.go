@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-
 )
 
 // PeerFilter keeps leases that must never reach the data plane away from

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
 )
 
 func testLease(v4, v6 string) Lease {

@@ -49,4 +49,3 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	return daemon.Run(ctx, dc, deps)
 }
-

@@ -348,7 +348,6 @@ func (m *Manager) keepAliveOnce(ctx context.Context, id int64) (time.Duration, e
 	return time.Duration(resp.TTL) * time.Second, nil
 }
 
-
 // ErrSubnetChanged is returned by Keep when our lease could only be
 // re-acquired with a different subnet: the node must be reconfigured.
 var ErrSubnetChanged = errors.New("our subnet was taken over by another node")
