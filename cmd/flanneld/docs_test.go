@@ -281,12 +281,6 @@ func TestDocsEnvVariablesWork(t *testing.T) {
 			}
 			return ""
 		}, io.Discard)
-		if d.name == "kube-subnet-mgr" {
-			if err == nil || !strings.Contains(err.Error(), "not supported") {
-				t.Errorf("%s=%s: got %v, want the not-supported error", d.env, v, err)
-			}
-			continue
-		}
 		if err != nil {
 			t.Errorf("%s=%s: %v", d.env, v, err)
 			continue

@@ -98,7 +98,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.ReconcilePeriod, "reconcile-period", time.Minute, "period of the full data-plane pass (kernel dump and diff); lease changes and kernel notifications trigger passes in between")
 	fs.BoolVar(&c.IPMasq, "ip-masq", false, "setup IP masquerade rule for traffic destined outside of overlay network")
 	fs.BoolVar(&c.FullyRandomDisable, "ip-masq-fully-random-disable", false, "disable fully-random mode for MASQUERADE")
-	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd (not supported by this build)")
+	fs.BoolVar(&c.KubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd")
 	fs.StringVar(&c.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (kube mode only)")
 	fs.StringVar(&c.KubeAnnotationPrefix, "kube-annotation-prefix", "flannel.alpha.coreos.com", "Kubernetes annotation prefix (kube mode only)")
 	fs.StringVar(&c.KubeconfigFile, "kubeconfig-file", "", "kubeconfig file location (kube mode only)")
@@ -211,9 +211,6 @@ func (c *config) validate() error {
 		if a, err := netip.ParseAddr(c.PublicIPv6); err != nil || !a.Is6() {
 			return fmt.Errorf("invalid public IPv6 address: %s", c.PublicIPv6)
 		}
-	}
-	if c.KubeSubnetMgr {
-		return errors.New("--kube-subnet-mgr is not supported by this build: flanneld keeps its leases in etcd (use --etcd-endpoints)")
 	}
 	return nil
 }

@@ -59,7 +59,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--help"}, nil, "Usage: flanneld [OPTION]...", 0},
 		{[]string{"--subnet-lease-renew-margin=0"}, nil, "Invalid subnet-lease-renew-margin option, out of acceptable range", 2},
 		{[]string{"--subnet-lease-renew-margin=1440"}, nil, "Invalid subnet-lease-renew-margin option, out of acceptable range", 2},
-		{[]string{"--kube-subnet-mgr"}, nil, "--kube-subnet-mgr is not supported by this build", 2},
 		{[]string{"--public-ip=1.2.3"}, nil, "invalid public IP address: 1.2.3", 2},
 		{nil, map[string]string{"FLANNELD_IP_MASQ": "maybe"}, "invalid value for FLANNELD_IP_MASQ", 2},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`, 2},
@@ -121,5 +120,31 @@ func TestBinaryExitCodes(t *testing.T) {
 	}
 	if err := exec.Command(bin, "--help").Run(); err != nil {
 		t.Errorf("--help: %v", err)
+	}
+}
+
+// Kube mode is selected by the flag or by FLANNELD_KUBE_SUBNET_MGR, and
+// its flags have upstream's defaults.
+func TestParseConfigKube(t *testing.T) {
+	var stderr bytes.Buffer
+	c, err := parseConfig([]string{"--ip-masq", "--kube-subnet-mgr", "--healthz-port=8081"}, env(nil), &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.KubeSubnetMgr || c.NetConfigPath != "/etc/kube-flannel/net-conf.json" || c.KubeAnnotationPrefix != "flannel.alpha.coreos.com" ||
+		!c.SetNodeNetUnavail || c.KubeAPIURL != "" || c.KubeconfigFile != "" {
+		t.Errorf("kube defaults: %+v", c)
+	}
+	c, err = parseConfig(nil, env(map[string]string{
+		"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBECONFIG_FILE": "/etc/kubernetes/flannel.conf",
+		"FLANNELD_NET_CONFIG_PATH": "/etc/flannel/net-conf.json", "FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com/fl",
+		"FLANNELD_SET_NODE_NETWORK_UNAVAILABLE": "false", "FLANNELD_KUBE_API_URL": "https://10.0.0.1:6443",
+	}), &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.KubeSubnetMgr || c.KubeconfigFile != "/etc/kubernetes/flannel.conf" || c.NetConfigPath != "/etc/flannel/net-conf.json" ||
+		c.KubeAnnotationPrefix != "example.com/fl" || c.SetNodeNetUnavail || c.KubeAPIURL != "https://10.0.0.1:6443" {
+		t.Errorf("kube from the environment: %+v", c)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/flannelng/flannel/pkg/metrics"
 	"github.com/flannelng/flannel/subnet"
 	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
+	"github.com/flannelng/flannel/subnet/kube"
 )
 
 // run builds the daemon's real parts from the flags and runs it.
@@ -34,6 +36,21 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		dc.HealthzAddr = net.JoinHostPort(c.HealthzIP, strconv.Itoa(c.HealthzPort))
 	}
 	deps := daemon.Deps{Backends: backends(), Metrics: mx, Log: log}
+	if c.KubeSubnetMgr {
+		log.Info("Starting flanneld", "version", version, "mode", "kube", "netConfig", c.NetConfigPath, "subnetFile", c.SubnetFile)
+		deps.ConfigSource = c.NetConfigPath
+		deps.Connect = func(ctx context.Context) (subnet.Manager, func(), error) {
+			sm, err := kube.New(ctx, kube.Options{
+				KubeconfigFile: c.KubeconfigFile, APIURL: c.KubeAPIURL, AnnotationPrefix: c.KubeAnnotationPrefix,
+				NetConfigPath: c.NetConfigPath, SetNodeNetworkUnavailable: c.SetNodeNetUnavail, Log: log,
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("Failed to create SubnetManager: %w", err)
+			}
+			return sm, sm.Close, nil
+		}
+		return daemon.Run(ctx, dc, deps)
+	}
 	log.Info("Starting flanneld", "version", version, "etcd", c.Etcd.String(), "prefix", c.Prefix, "subnetFile", c.SubnetFile)
 	deps.Connect = func(ctx context.Context) (subnet.Manager, func(), error) {
 		cli, err := etcdsubnet.Dial(ctx, c.Etcd, log)
