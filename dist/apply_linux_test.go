@@ -75,6 +75,7 @@ func TestPrivilegedManifestsServerDryRun(t *testing.T) {
 			t.Errorf("%s: %v", tc.file, err)
 			continue
 		}
+		t.Logf("kubectl apply --dry-run=server -f %s:\n%s", tc.file, out)
 		for _, w := range tc.want {
 			if !strings.Contains(out, w+" (server dry run)\n") {
 				t.Errorf("%s: no %q in kubectl's output:\n%s", tc.file, w+" (server dry run)", out)
@@ -104,6 +105,7 @@ func TestPrivilegedManifestsServerDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		out, err := l.Kubectl(ctx, "apply", "--dry-run=server", "--validate=strict", "-f", path)
+		t.Logf("with %q: %v", bad.to, err)
 		if err == nil || !strings.Contains(out, bad.want) {
 			t.Errorf("%s: kubectl apply --dry-run=server: %v, want a failure with %q:\n%s", bad.to, err, bad.want, out)
 		}

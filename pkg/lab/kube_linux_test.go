@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -571,10 +570,10 @@ func accessMatrix(t *testing.T, ctx context.Context, c *KubeClient) []string {
 }
 
 // TestPrivilegedFlanneldKube starts flanneld with StartFlanneldKube on a
-// Node that has its podCIDR: it must write subnet.env from the podCIDR and
-// publish its annotations through nodes/status only, as the manifest's
-// ServiceAccount. Until flanneld supports kube mode, it checks only that
-// the daemon got the kube-mode command line and skips.
+// Node that has its podCIDR (and no annotations): it must write subnet.env
+// from the podCIDR, publish its annotations and the NetworkUnavailable
+// condition, and write only through PATCH nodes/<self>/status, as the
+// manifest's ServiceAccount.
 func TestPrivilegedFlanneldKube(t *testing.T) {
 	SkipUnlessPrivileged(t)
 	skipUnlessProgram(t, "flanneld")
@@ -607,22 +606,16 @@ func TestPrivilegedFlanneldKube(t *testing.T) {
 	var env SubnetEnv
 	err = l.WaitFor(ctx, 30*time.Second, h.Name+" subnet.env", func() error {
 		if p.Exited() {
-			if strings.Contains(p.Log(), "not supported by this build") {
-				return Permanent(errKubeUnsupported)
-			}
 			return Permanent(fmt.Errorf("flanneld exited:\n%s", tail(p.Log(), 20)))
 		}
 		env, err = ReadSubnetEnv(h.SubnetFile())
 		return err
 	})
-	if errors.Is(err, errKubeUnsupported) {
-		t.Skip("flanneld does not support --kube-subnet-mgr yet; its command line was checked")
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env.Subnet.String() != "10.244.7.1/24" {
-		t.Errorf("FLANNEL_SUBNET %s, want 10.244.7.1/24 (from the podCIDR)", env.Subnet)
+	if env.Subnet.String() != "10.244.7.0/24" || env.Gateway.String() != "10.244.7.1" {
+		t.Errorf("subnet.env: subnet %s gateway %s, want 10.244.7.0/24 and .1 (from the podCIDR)", env.Subnet, env.Gateway)
 	}
 	err = l.WaitFor(ctx, 20*time.Second, "annotations", func() error {
 		n, err := kc.GetNode(ctx, h.Name)
@@ -633,6 +626,9 @@ func TestPrivilegedFlanneldKube(t *testing.T) {
 			n.Annotations["flannel.alpha.coreos.com/public-ip"] != h.IP.String() ||
 			n.Annotations["flannel.alpha.coreos.com/backend-type"] != "vxlan" {
 			return fmt.Errorf("annotations %v", n.Annotations)
+		}
+		if c, _ := n.Condition("NetworkUnavailable"); c.Status != "False" || c.Reason != "FlannelIsUp" {
+			return fmt.Errorf("condition NetworkUnavailable %+v, want False, FlannelIsUp", c)
 		}
 		return nil
 	})
@@ -661,5 +657,3 @@ func TestPrivilegedFlanneldKube(t *testing.T) {
 		t.Errorf("flanneld after SIGTERM: exit %d, %v", code, err)
 	}
 }
-
-var errKubeUnsupported = errors.New("flanneld: kube mode not supported by this build")
