@@ -200,12 +200,17 @@ func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []byte, error)
 var subnetKeys = []string{"subnetlen", "subnetmin", "subnetmax", "ipv6subnetlen", "ipv6subnetmin", "ipv6subnetmax"}
 
 // ParseNetConf is subnet.ParseConfig for kube mode: when the config fails
-// only because of the subnet-allocation keys, it is parsed again without
-// them.
+// only because of the values of the subnet-allocation keys, it is parsed
+// again without them. Malformed JSON stays an error.
 func ParseNetConf(raw []byte) (*subnet.Config, error) {
 	cfg, err := subnet.ParseConfig(raw)
 	if err == nil {
 		return cfg, nil
+	}
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syntax) || errors.As(err, &typ) {
+		return nil, err
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // DefaultPrefix is --kube-annotation-prefix's default.
@@ -37,6 +39,12 @@ func NormalizePrefix(prefix string) (string, error) {
 		prefix += "-"
 	}
 	if !prefixRE.MatchString(prefix) {
+		return "", errPrefixFormat
+	}
+	// The pattern lets through what no annotation key may hold (an
+	// underscore in the DNS part, a label over 63 characters); the API
+	// server would refuse our first PATCH. Refuse it here, at start.
+	if len(validation.IsQualifiedName(prefix+"kube-subnet-manager")) > 0 {
 		return "", errPrefixFormat
 	}
 	return prefix, nil
