@@ -53,6 +53,7 @@ fuzz:
 
 demo: deps build kube-bins
 	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN)
+	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN) --kube
 
 demo-up: deps build
 	$(BIN)/flannel-demo --bin $(CURDIR)/$(BIN) --keep --dir /tmp/flannel-demo

@@ -1,7 +1,11 @@
 // Command flannel-demo runs a local multi-node flannel cluster in network
 // namespaces: a real etcd, our flanneld on every node, pods created through
-// our CNI plugin, then prints the lease table and a ping matrix. It removes
-// everything afterwards unless --keep is given (see `flannel-lab down`).
+// our CNI plugin, then prints the lease table and a ping matrix. With --kube
+// the leases come from Kubernetes instead: a real kube-apiserver on that
+// etcd, one Node per host with its podCIDR, flanneld --kube-subnet-mgr, and
+// the Nodes' flannel annotations in place of the etcd lease table. It
+// removes everything afterwards unless --keep is given (see
+// `flannel-lab down`).
 package main
 
 import (
@@ -11,9 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -31,17 +38,30 @@ type options struct {
 	pods    int
 	backend string
 	keep    bool
+	kube    bool
+}
+
+// healthzPort is where every demo flanneld serves /healthz, /readyz and
+// /metrics.
+const healthzPort = 8471
+
+// leaseSource is what differs between the etcd and the kube demo once the
+// daemons run: the lease table and the --keep hints.
+type leaseSource struct {
+	show  func(ctx context.Context, out io.Writer) error
+	hints []string
 }
 
 func main() {
 	var o options
 	fs := flag.NewFlagSet("flannel-demo", flag.ContinueOnError)
-	fs.StringVar(&o.binDir, "bin", "bin", "directory holding flanneld, flannel (CNI plugin) and lab-etcd")
+	fs.StringVar(&o.binDir, "bin", "bin", "directory holding flanneld, flannel (CNI plugin), lab-etcd and, for --kube, kube-apiserver and kubectl")
 	fs.StringVar(&o.dir, "dir", "", "working directory (logs, subnet files, etcd data); default: a temp dir")
 	fs.IntVar(&o.hosts, "hosts", 3, "number of nodes")
 	fs.IntVar(&o.pods, "pods", 2, "pods per node")
 	fs.StringVar(&o.backend, "backend", "vxlan", "backend type: vxlan, host-gw, ...")
 	fs.BoolVar(&o.keep, "keep", false, "leave the cluster running (remove it with `flannel-lab down --dir DIR`)")
+	fs.BoolVar(&o.kube, "kube", false, "kube mode: leases from Node objects of a real kube-apiserver (flanneld --kube-subnet-mgr)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -71,6 +91,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	for _, p := range []string{bin.Flanneld, bin.LabEtcd, bin.CNIPlugin} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w (run `make build` first)", err)
+		}
+	}
+	if o.kube {
+		if bin.KubeAPIServer, bin.Kubectl, err = kubeBinaries(abs); err != nil {
+			return err
 		}
 	}
 	if o.keep && o.dir == "" {
@@ -110,30 +135,30 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if err := l.StartEtcd(ctx); err != nil {
 		return err
 	}
-	cli, err := l.Etcd(ctx)
+	netConfig := fmt.Sprintf(`{"Network":"10.244.0.0/16","Backend":{"Type":%q}}`, o.backend)
+	var src leaseSource
+	if o.kube {
+		src, err = startKube(ctx, l, netConfig, step)
+	} else {
+		src, err = startEtcd(ctx, l, netConfig, step)
+	}
 	if err != nil {
 		return err
 	}
-	netConfig := fmt.Sprintf(`{"Network":"10.244.0.0/16","Backend":{"Type":%q}}`, o.backend)
-	if _, err := cli.Put(ctx, "/coreos.com/network/config", netConfig); err != nil {
-		return fmt.Errorf("write network config: %w", err)
-	}
-	step("etcd at %s; /coreos.com/network/config = %s", l.EtcdEndpoint(), netConfig)
-
 	for _, h := range l.Hosts() {
-		if _, err := l.StartFlanneld(h, "--ip-masq", "--healthz-port=8471"); err != nil {
-			return err
-		}
-	}
-	for _, h := range l.Hosts() {
-		if err := l.WaitFor(ctx, 30*time.Second, "subnet.env on "+h.Name, func() error {
+		if err := l.WaitFor(ctx, 60*time.Second, "subnet.env on "+h.Name, func() error {
 			_, err := subnet.ReadEnvFile(h.SubnetFile())
 			return err
 		}); err != nil {
 			return err
 		}
 	}
-	step("flanneld ready on every node")
+	// Every daemon knowing every lease before the first ping keeps the
+	// matrix from racing the last node's announcement.
+	if err := waitLeases(ctx, l, o.hosts); err != nil {
+		return err
+	}
+	step("flanneld ready on every node, each knowing all %d leases", o.hosts)
 
 	var pods []*lab.Pod
 	for _, h := range l.Hosts() {
@@ -147,7 +172,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	step("%d pods created through the flannel CNI plugin (bridge + host-local)", len(pods))
 
-	if err := printLeases(ctx, out, cli); err != nil {
+	if err := src.show(ctx, out); err != nil {
 		return err
 	}
 	failed := pingMatrix(ctx, out, l, pods)
@@ -163,9 +188,79 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		fmt.Fprintf(out, "  ip netns exec %s ip route; ip netns exec %s bridge fdb show dev flannel.1\n", h.NS, h.NS)
 		fmt.Fprintf(out, "  ip netns exec %s ping %s                      # from pod %s to pod %s\n", pods[0].NS, pods[len(pods)-1].IP, pods[0].Name+"@"+pods[0].Host.Name, pods[len(pods)-1].Name+"@"+pods[len(pods)-1].Host.Name)
 		fmt.Fprintf(out, "  cat %s/*/flanneld.log                            # daemon logs\n", l.Dir())
+		for _, s := range src.hints {
+			fmt.Fprintf(out, "  %s\n", s)
+		}
 		fmt.Fprintf(out, "Remove it with: make demo-down   (or bin/flannel-lab down --dir %s)\n", l.Dir())
 	}
 	return nil
+}
+
+// startEtcd writes the network config to etcd and starts flanneld in etcd
+// mode on every host.
+func startEtcd(ctx context.Context, l *lab.Lab, netConfig string, step func(string, ...any)) (leaseSource, error) {
+	cli, err := l.Etcd(ctx)
+	if err != nil {
+		return leaseSource{}, err
+	}
+	if _, err := cli.Put(ctx, "/coreos.com/network/config", netConfig); err != nil {
+		return leaseSource{}, fmt.Errorf("write network config: %w", err)
+	}
+	step("etcd at %s; /coreos.com/network/config = %s", l.EtcdEndpoint(), netConfig)
+	for _, h := range l.Hosts() {
+		if _, err := l.StartFlanneld(h, "--ip-masq", "--healthz-port="+strconv.Itoa(healthzPort)); err != nil {
+			return leaseSource{}, err
+		}
+	}
+	return leaseSource{show: func(ctx context.Context, out io.Writer) error { return printLeases(ctx, out, cli) }}, nil
+}
+
+// waitLeases waits until every host's flanneld counts n leases, its own
+// included (the flannel_leases gauge of its /metrics).
+func waitLeases(ctx context.Context, l *lab.Lab, n int) error {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return l.DialFabric(ctx, addr) }}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+	for _, h := range l.Hosts() {
+		url := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(h.IP.String(), strconv.Itoa(healthzPort)))
+		err := l.WaitFor(ctx, 30*time.Second, fmt.Sprintf("%d leases known on %s", n, h.Name), func() error {
+			got, err := gauge(ctx, c, url, "flannel_leases")
+			if err != nil {
+				return err
+			}
+			if got != float64(n) {
+				return fmt.Errorf("flannel_leases is %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gauge reads one unlabelled sample from a Prometheus text exposition.
+func gauge(ctx context.Context, c *http.Client, url, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", url, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s sample", url, name)
 }
 
 func printLeases(ctx context.Context, out io.Writer, cli *clientv3.Client) error {
