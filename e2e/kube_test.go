@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"net"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -362,5 +364,65 @@ func TestPrivilegedKubeAPIServerOutage(t *testing.T) {
 		if p.Exited() {
 			t.Errorf("h%d exited:\n%s", i+1, log)
 		}
+	}
+}
+
+// What does not depend on the lease source behaves as in etcd mode:
+// READY=1 to systemd, /healthz, the metrics, the masquerade rules (a pod
+// leaves the Network with its node's address and keeps its own inside
+// it).
+func TestPrivilegedKubeDaemonParity(t *testing.T) {
+	c := newKubeLab(t, lab.Options{Hosts: 2})
+	c.createNodes(t, kubeNodeOpts{})
+	h1, h2 := c.l.Hosts()[0], c.l.Hosts()[1]
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	p1, err := c.l.StartFlanneldKube(h1, map[string]string{"NOTIFY_SOCKET": sockPath}, kubeVXLAN, "--ip-masq", "--healthz-port=8471")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := c.l.StartFlanneldKube(h2, nil, kubeVXLAN, "--ip-masq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.procs = []*lab.Process{p1, p2}
+	c.envs = []subnet.Env{waitEnv(t, c.l, h1, p1, 60*time.Second), waitEnv(t, c.l, h2, p2, 60*time.Second)}
+	if !c.envs[0].IPMasq {
+		t.Error("FLANNEL_IPMASQ is not true")
+	}
+	sock.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 256)
+	n, _, err := sock.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notify socket: %q %v", buf[:n], err)
+	}
+	if code, body, err := httpGet(c.l, fmt.Sprintf("http://%s:8471/healthz", h1.IP)); err != nil || code != 200 || !strings.Contains(body, "flanneld is running") {
+		t.Errorf("/healthz: %d %q %v", code, body, err)
+	}
+	err = c.l.WaitFor(testCtx(t, 30*time.Second), 20*time.Second, "metrics", func() error {
+		_, body, err := httpGet(c.l, fmt.Sprintf("http://%s:8471/metrics", h1.IP))
+		if err != nil {
+			return err
+		}
+		return contains(body, "\nflannel_leases 2\n", "\nflannel_ready 1\n")
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	c.addPods(t)
+	c.pingAll(t)
+	ext, err := c.l.AddExternal(testCtx(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src := remoteAddrSeen(t, c.pods[0].NS, ext.NS, ext.IP); src != h1.IP {
+		t.Errorf("pod -> external arrived from %s, want the node %s", src, h1.IP)
+	}
+	if src := remoteAddrSeen(t, c.pods[0].NS, c.pods[1].NS, c.pods[1].IP); src != c.pods[0].IP {
+		t.Errorf("pod -> pod arrived from %s, want %s", src, c.pods[0].IP)
 	}
 }
