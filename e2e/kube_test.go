@@ -426,3 +426,53 @@ func TestPrivilegedKubeDaemonParity(t *testing.T) {
 		t.Errorf("pod -> pod arrived from %s, want %s", src, c.pods[0].IP)
 	}
 }
+
+// A custom --kube-annotation-prefix: the keys are example.com/fl-*, as
+// upstream writes them, and a vxlan device deleted while the daemon is down
+// comes back with the MAC its peers know (upstream looks the MAC up under
+// the raw prefix and changes it on every re-creation).
+func TestPrivilegedKubeCustomPrefixKeepsMAC(t *testing.T) {
+	c := newKubeLab(t, lab.Options{Hosts: 2})
+	c.createNodes(t, kubeNodeOpts{})
+	c.start(t, kubeVXLAN, "--kube-annotation-prefix=example.com/fl")
+	c.addPods(t)
+	c.pingAll(t)
+	h1 := c.l.Hosts()[0]
+	ctx := testCtx(t, 2*time.Minute)
+	node := func() map[string]string {
+		n, err := c.k.GetNode(ctx, h1.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Annotations
+	}
+	before := node()
+	if before["example.com/fl-kube-subnet-manager"] != "true" || !macRE.MatchString(before["example.com/fl-backend-data"]) {
+		t.Fatalf("annotations with a custom prefix: %v", before)
+	}
+	for k := range before {
+		if strings.HasPrefix(k, "flannel.alpha.coreos.com/") {
+			t.Errorf("default-prefix key %s written with a custom prefix", k)
+		}
+	}
+	if _, err := c.procs[0].Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.l.Exec(ctx, h1.NS, "ip", "link", "del", "flannel.1"); err != nil {
+		t.Fatal(err)
+	}
+	writesBefore := len(c.flannelWrites(t))
+	p, err := c.l.StartFlanneldKube(h1, nil, kubeVXLAN, "--kube-annotation-prefix=example.com/fl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.procs[0] = p
+	waitEnv(t, c.l, h1, p, 60*time.Second)
+	c.pingAll(t)
+	if after := node(); after["example.com/fl-backend-data"] != before["example.com/fl-backend-data"] {
+		t.Errorf("backend-data changed across a re-created device: %s -> %s", before["example.com/fl-backend-data"], after["example.com/fl-backend-data"])
+	}
+	if w := c.flannelWrites(t)[writesBefore:]; len(w) != 0 {
+		t.Errorf("writes after the restart: %q", w)
+	}
+}
