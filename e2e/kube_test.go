@@ -476,3 +476,74 @@ func TestPrivilegedKubeCustomPrefixKeepsMAC(t *testing.T) {
 		t.Errorf("writes after the restart: %q", w)
 	}
 }
+
+// A peer's MAC changes (after a reboot, /run is gone): its FDB and
+// neighbour entries are replaced, not added to; in dual stack a change of
+// only the v6 data is seen too (upstream drops it, and v6 pod traffic
+// dies). The peer is a Node as an upstream node publishes it, with no
+// daemon of ours behind it.
+func TestPrivilegedKubePeerMACChange(t *testing.T) {
+	c := newKubeLab(t, lab.Options{Hosts: 1, IPv6: true})
+	c.createNodes(t, kubeNodeOpts{dualStack: true})
+	c.start(t, `{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/48","EnableIPv6":true,"Backend":{"Type":"vxlan"}}`)
+	h1 := c.l.Hosts()[0]
+	ctx := testCtx(t, 2*time.Minute)
+	const (
+		mac1, mac2 = "0a:00:00:00:09:01", "0a:00:00:00:09:02"
+		v6a, v6b   = "0a:00:00:00:09:61", "0a:00:00:00:09:62"
+		p          = "flannel.alpha.coreos.com/"
+	)
+	vx := func(mac string) string { return `{"VNI":1,"VtepMAC":"` + mac + `"}` }
+	err := c.k.CreateNode(ctx, "u1", []string{"10.244.9.0/24", "fd00:10:244:9::/64"}, map[string]string{
+		p + "kube-subnet-manager": "true", p + "backend-type": "vxlan",
+		p + "backend-data": vx(mac1), p + "public-ip": "172.30.0.99",
+		p + "backend-v6-data": vx(v6a), p + "public-ipv6": "fd00:30::63",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb := func() string {
+		out, err := c.l.Exec(ctx, h1.NS, "bridge", "fdb", "show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	waitFDB := func(want, gone string) {
+		t.Helper()
+		err := c.l.WaitFor(ctx, 20*time.Second, "FDB "+want, func() error {
+			f := fdb()
+			if !strings.Contains(f, want) {
+				return fmt.Errorf("no FDB entry %s:\n%s", want, f)
+			}
+			if gone != "" && strings.Contains(f, gone) {
+				return fmt.Errorf("stale FDB entry %s still there:\n%s", gone, f)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFDB(mac1+" dev flannel.1 dst 172.30.0.99", "")
+	waitFDB(v6a+" dev flannel-v6.1 dst fd00:30::63", "")
+	patch := func(key, value string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, key, value)
+		if _, err := c.k.Do(ctx, "PATCH", "/api/v1/nodes/u1", "application/merge-patch+json", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch(p+"backend-data", vx(mac2))
+	waitFDB(mac2+" dev flannel.1 dst 172.30.0.99", mac1)
+	neigh, err := c.l.Exec(ctx, h1.NS, "ip", "neigh", "show", "dev", "flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(neigh, "10.244.9.0 lladdr "+mac2) || strings.Contains(neigh, mac1) {
+		t.Errorf("neighbour entries after the MAC change:\n%s", neigh)
+	}
+	// Only the v6 data changes.
+	patch(p+"backend-v6-data", vx(v6b))
+	waitFDB(v6b+" dev flannel-v6.1 dst fd00:30::63", v6a)
+}
