@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -99,7 +98,7 @@ func (m *Manager) ended(ctx context.Context, last error) error {
 
 // publish sends one PATCH with the annotations of n that differ from what
 // attrs make, if any.
-func (m *Manager) publish(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, n *corev1.Node) error {
+func (m *Manager) publish(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, n *Node) error {
 	want, notes := m.keys.wanted(cfg, attrs, n.Annotations)
 	for _, note := range notes {
 		if m.once("note " + note) {
@@ -166,7 +165,7 @@ func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 
 // keep checks our Node once; retry says a PATCH failed and is worth
 // trying again later.
-func (m *Manager) keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease, attrs subnet.LeaseAttrs, n *corev1.Node) (retry bool, err error) {
+func (m *Manager) keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease, attrs subnet.LeaseAttrs, n *Node) (retry bool, err error) {
 	v4, v6, err := ownCIDRs(cfg, n)
 	if errors.Is(err, errNoPodCIDR) {
 		if m.once("podcidr") {

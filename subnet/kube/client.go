@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,8 +23,8 @@ import (
 // nodes list and watch (nodes get is granted but the informer makes it
 // unnecessary); nodes/status patch, our only write.
 type api interface {
-	getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
-	listNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	getPod(ctx context.Context, namespace, name string) (*Pod, error)
+	listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error)
 	watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 	patchNodeStatus(ctx context.Context, name string, patch []byte) error
 	// server is the API server's URL, for logs.
@@ -35,31 +35,33 @@ type api interface {
 // the connection and went silent is retried instead of waited on.
 const requestTimeout = 15 * time.Second
 
-// restAPI is api over a REST client that knows only core/v1. The generated
-// typed client would do the same calls, but it drags in the scheme of every
-// API group (about 22 MB of binary for this package instead of 7).
+// restAPI is api over a REST client that knows only our three types
+// (types.go). The generated typed client would do the same calls, but it
+// links the scheme of every API group (about 22 MB of binary), and
+// k8s.io/api/core/v1 alone about 4.5 MB.
 type restAPI struct {
 	c    rest.Interface
 	host string
 }
 
-// coreV1Codecs know the core/v1 and meta types, nothing else.
-var coreV1Codecs = func() serializer.CodecFactory {
+// coreV1Codecs know our types and the meta types, nothing else. Built on
+// first use: etcd mode links this package but must not pay for it.
+var coreV1Codecs = sync.OnceValue(func() serializer.CodecFactory {
 	s := runtime.NewScheme()
-	if err := corev1.AddToScheme(s); err != nil {
-		panic(err)
-	}
+	addKnownTypes(s)
 	return serializer.NewCodecFactory(s)
-}()
+})
 
 // newRESTAPI builds the client. Lists, watches and replies come as
-// protobuf: decoding a Node from protobuf costs a fraction of JSON, and
-// every kubelet heartbeat of every Node is decoded once.
+// protobuf: every kubelet heartbeat of every Node is decoded once, and
+// our protobuf decoder skips what it does not keep by its length, where
+// JSON must be scanned to the end.
 func newRESTAPI(cfg *rest.Config) (*restAPI, error) {
 	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &corev1.SchemeGroupVersion
+	gv := coreV1
+	c.GroupVersion = &gv
 	c.APIPath = "/api"
-	c.NegotiatedSerializer = coreV1Codecs.WithoutConversion()
+	c.NegotiatedSerializer = coreV1Codecs().WithoutConversion()
 	c.ContentType = runtime.ContentTypeProtobuf
 	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	if c.UserAgent == "" {
@@ -74,16 +76,16 @@ func newRESTAPI(cfg *rest.Config) (*restAPI, error) {
 
 func (r *restAPI) server() string { return r.host }
 
-func (r *restAPI) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+func (r *restAPI) getPod(ctx context.Context, namespace, name string) (*Pod, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	p := &corev1.Pod{}
+	p := &Pod{}
 	err := r.c.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(p)
 	return p, err
 }
 
-func (r *restAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
-	l := &corev1.NodeList{}
+func (r *restAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error) {
+	l := &NodeList{}
 	err := r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(l)
 	return l, err
 }

@@ -89,7 +89,7 @@ func TestRESTAPI(t *testing.T) {
 	}
 	select {
 	case ev := <-w.ResultChan():
-		if n, ok := ev.Object.(*corev1.Node); ev.Type != watch.Added || !ok || n.Name != "n1" {
+		if n, ok := ev.Object.(*Node); ev.Type != watch.Added || !ok || n.Name != "n1" {
 			t.Errorf("watch event %+v", ev)
 		}
 	case <-time.After(5 * time.Second):

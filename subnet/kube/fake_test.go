@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -32,8 +31,8 @@ import (
 type fakeAPI struct {
 	mu      sync.Mutex
 	rv      int
-	nodes   map[string]*corev1.Node
-	pods    map[string]*corev1.Pod
+	nodes   map[string]*Node
+	pods    map[string]*Pod
 	log     []watch.Event // log[i] has resource version base+i+1
 	base    int           // versions up to base are compacted away
 	grew    chan struct{} // closed and replaced when log grows
@@ -51,7 +50,7 @@ type patchCall struct {
 }
 
 func newFakeAPI() *fakeAPI {
-	return &fakeAPI{nodes: map[string]*corev1.Node{}, pods: map[string]*corev1.Pod{}, grew: make(chan struct{})}
+	return &fakeAPI{nodes: map[string]*Node{}, pods: map[string]*Pod{}, grew: make(chan struct{})}
 }
 
 func (f *fakeAPI) server() string { return "https://fake:6443" }
@@ -59,7 +58,7 @@ func (f *fakeAPI) server() string { return "https://fake:6443" }
 var errRefused = &url.Error{Op: "Get", URL: "https://fake:6443/api/v1/nodes", Err: &net.OpError{
 	Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
 
-func (f *fakeAPI) getPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+func (f *fakeAPI) getPod(ctx context.Context, ns, name string) (*Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
@@ -69,17 +68,17 @@ func (f *fakeAPI) getPod(ctx context.Context, ns, name string) (*corev1.Pod, err
 	if !ok {
 		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
 	}
-	return p.DeepCopy(), nil
+	return p.DeepCopyObject().(*Pod), nil
 }
 
-func (f *fakeAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
+func (f *fakeAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
 		return nil, errRefused
 	}
 	f.lists++
-	l := &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}}
+	l := &NodeList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}}
 	for _, n := range f.nodes {
 		l.Items = append(l.Items, *n.DeepCopy())
 	}
@@ -145,14 +144,14 @@ func (f *fakeAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (watc
 }
 
 // record appends an event; call with the lock held.
-func (f *fakeAPI) record(t watch.EventType, n *corev1.Node) {
+func (f *fakeAPI) record(t watch.EventType, n *Node) {
 	f.log = append(f.log, watch.Event{Type: t, Object: n.DeepCopy()})
 	close(f.grew)
 	f.grew = make(chan struct{})
 }
 
 // put creates or replaces a Node, as kubectl or the kubelet would.
-func (f *fakeAPI) put(n *corev1.Node) {
+func (f *fakeAPI) put(n *Node) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n = n.DeepCopy()
@@ -173,7 +172,7 @@ func (f *fakeAPI) put(n *corev1.Node) {
 	f.record(t, n)
 }
 
-func (f *fakeAPI) node(name string) *corev1.Node {
+func (f *fakeAPI) node(name string) *Node {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n, ok := f.nodes[name]; ok {
@@ -241,7 +240,7 @@ func (f *fakeAPI) patchNodeStatus(ctx context.Context, name string, body []byte)
 			Annotations map[string]string `json:"annotations"`
 		} `json:"metadata"`
 		Status struct {
-			Conditions []corev1.NodeCondition `json:"conditions"`
+			Conditions []NodeCondition `json:"conditions"`
 		} `json:"status"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil {
@@ -301,8 +300,8 @@ func newLog() (*slog.Logger, *logBuffer) {
 }
 
 // testNode is a Node as node IPAM and a flannel leave it.
-func testNode(name string, cidrs ...string) *corev1.Node {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+func testNode(name string, cidrs ...string) *Node {
+	n := &Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if len(cidrs) > 0 {
 		n.Spec.PodCIDR = cidrs[0]
 		n.Spec.PodCIDRs = cidrs
@@ -311,7 +310,7 @@ func testNode(name string, cidrs ...string) *corev1.Node {
 }
 
 // managed adds flannel's annotations under the default prefix.
-func managed(n *corev1.Node, backendType, ip, data string) *corev1.Node {
+func managed(n *Node, backendType, ip, data string) *Node {
 	if n.Annotations == nil {
 		n.Annotations = map[string]string{}
 	}
@@ -365,7 +364,7 @@ func cachedRV(m *Manager, name string) string {
 	if !ok {
 		return ""
 	}
-	return obj.(*corev1.Node).ResourceVersion
+	return obj.(*Node).ResourceVersion
 }
 
 // synced waits until m's cache has caught up with fake for name.

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -24,7 +23,7 @@ func FuzzNodeLease(f *testing.F) {
 	f.Add("true", "vxlan", `{"VNI":1,`, "10.199.0.300", "[]", "fe80::1%eth0", "junk", "10.1.1.1", "10.244.1.7/24", "a,b,c", false)
 	f.Fuzz(func(t *testing.T, managedV, btype, data, ip, data6, ip6, overwrite, overwrite6, podCIDR, podCIDRs string, nilMap bool) {
 		k, _ := KeysFor(DefaultPrefix)
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: podCIDR}}
+		n := &Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: NodeSpec{PodCIDR: podCIDR}}
 		if podCIDRs != "" {
 			n.Spec.PodCIDRs = strings.Split(podCIDRs, ",")
 		}
@@ -86,7 +85,7 @@ func FuzzNodeLease(f *testing.F) {
 			}
 		}
 		c, _ := k.compact(n)
-		if cn := c.(*corev1.Node); !sameView(cn, c.(*corev1.Node)) {
+		if cn := c.(*Node); !sameView(cn, c.(*Node)) {
 			t.Fatal("compact node differs from itself")
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -22,13 +21,13 @@ import (
 // The NetworkUnavailable condition is kept without its times (which move
 // on every write), so that Ready can tell it is already set.
 func (k Keys) compact(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
+	n, ok := obj.(*Node)
 	if !ok {
 		return obj, nil // DeletedFinalStateUnknown holds an object already compacted
 	}
-	c := &corev1.Node{
+	c := &Node{
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Spec:       NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
 	}
 	for key, v := range n.Annotations {
 		if strings.HasPrefix(key, k.Prefix) {
@@ -39,17 +38,17 @@ func (k Keys) compact(obj any) (any, error) {
 		}
 	}
 	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeNetworkUnavailable {
-			c.Status.Conditions = []corev1.NodeCondition{{Type: cond.Type, Status: cond.Status, Reason: cond.Reason}}
+		if cond.Type == conditionType {
+			c.Status.Conditions = []NodeCondition{{Type: cond.Type, Status: cond.Status, Reason: cond.Reason}}
 		}
 	}
 	return c, nil
 }
 
 // networkCondition is a compact Node's NetworkUnavailable status and reason.
-func networkCondition(n *corev1.Node) string {
+func networkCondition(n *Node) string {
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeNetworkUnavailable {
+		if c.Type == conditionType {
 			return string(c.Status) + "/" + c.Reason
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // ErrUnmanaged is wrapped by NodeLease for a Node whose kube-subnet-manager
@@ -27,7 +26,7 @@ var errNoPodCIDR = errors.New("no spec.podCIDR")
 // of each). A node without any podCIDR gives an error wrapping
 // errNoPodCIDR; more than two entries, or one that is not a CIDR, is an
 // error that waiting cannot fix (podCIDRs are immutable once set).
-func PodCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+func PodCIDRs(n *Node) (v4, v6 netip.Prefix, err error) {
 	cidrs := n.Spec.PodCIDRs
 	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
 		cidrs = []string{n.Spec.PodCIDR}
@@ -88,7 +87,7 @@ func contain(network, cidr netip.Prefix, node string, v6 bool) error {
 // ownCIDRs returns our lease's subnets: the podCIDRs of the families the
 // config enables, each checked against its network before anything is
 // published (upstream publishes first, spec 8).
-func ownCIDRs(cfg *subnet.Config, n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+func ownCIDRs(cfg *subnet.Config, n *Node) (v4, v6 netip.Prefix, err error) {
 	a4, a6, err := PodCIDRs(n)
 	if err != nil {
 		return v4, v6, err
@@ -114,7 +113,7 @@ func ownCIDRs(cfg *subnet.Config, n *corev1.Node) (v4, v6 netip.Prefix, err erro
 	return v4, v6, nil
 }
 
-func cidrList(n *corev1.Node) []string {
+func cidrList(n *Node) []string {
 	if len(n.Spec.PodCIDRs) > 0 {
 		return n.Spec.PodCIDRs
 	}
@@ -131,7 +130,7 @@ func cidrList(n *corev1.Node) []string {
 // dual-stack node keeps its IPv4-only peers), and nothing on the Node can
 // make it panic. It fails when the node is not managed (ErrUnmanaged) or
 // no enabled family is usable.
-func NodeLease(n *corev1.Node, k Keys, v4, v6 bool) (subnet.Lease, error) {
+func NodeLease(n *Node, k Keys, v4, v6 bool) (subnet.Lease, error) {
 	l, problem := nodeLease(n, k, v4, v6)
 	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
 		return subnet.Lease{}, errors.New(problem)
@@ -143,7 +142,7 @@ func NodeLease(n *corev1.Node, k Keys, v4, v6 bool) (subnet.Lease, error) {
 // is empty when every enabled family made it into the lease. A lease with
 // neither subnet valid is unusable. Its errors name the node, and the key
 // and value at fault.
-func nodeLease(n *corev1.Node, k Keys, v4, v6 bool) (l subnet.Lease, problem string) {
+func nodeLease(n *Node, k Keys, v4, v6 bool) (l subnet.Lease, problem string) {
 	a := n.Annotations // reading a nil map is fine; upstream #818 wrote to it
 	if m := a[k.Managed]; m != "true" {
 		if m == "" {
@@ -233,7 +232,7 @@ func rawJSON(s string) (json.RawMessage, bool) {
 // ownAttrs reads back what our node published (Previous): a value that does
 // not parse is left zero, so that a damaged annotation never stops the
 // start; the backend then makes a new MAC.
-func ownAttrs(n *corev1.Node, k Keys) *subnet.LeaseAttrs {
+func ownAttrs(n *Node, k Keys) *subnet.LeaseAttrs {
 	a := n.Annotations
 	if a[k.Managed] != "true" {
 		return nil

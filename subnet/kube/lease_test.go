@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -59,7 +58,7 @@ func TestPodCIDRs(t *testing.T) {
 		{name: "mapped", podCIDRs: []string{"::ffff:10.244.1.0/120"}, err: `node "n1": invalid podCIDR "::ffff:10.244.1.0/120"`},
 		{name: "empty entry", podCIDRs: []string{""}, err: `node "n1": invalid podCIDR ""`},
 	} {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: tc.podCIDR, PodCIDRs: tc.podCIDRs}}
+		n := &Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: NodeSpec{PodCIDR: tc.podCIDR, PodCIDRs: tc.podCIDRs}}
 		v4, v6, err := PodCIDRs(n)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -237,7 +236,7 @@ func ParseNetConf(raw []byte) (*subnet.Config, error) {
 
 // ownNode is our Node as the informer last saw it (compact), nil when the
 // cache does not hold it.
-func (m *Manager) ownNode() *corev1.Node {
+func (m *Manager) ownNode() *Node {
 	if m.store == nil {
 		return nil
 	}
@@ -245,7 +244,7 @@ func (m *Manager) ownNode() *corev1.Node {
 	if err != nil || !ok {
 		return nil
 	}
-	n, _ := obj.(*corev1.Node)
+	n, _ := obj.(*Node)
 	return n
 }
 
@@ -281,7 +280,7 @@ func (m *Manager) Start(ctx context.Context, cfg *subnet.Config) error {
 		m.store, m.ctrl = cache.NewInformerWithOptions(cache.InformerOptions{
 			Logger:        &lg,
 			ListerWatcher: m.listWatch(),
-			ObjectType:    &corev1.Node{},
+			ObjectType:    &Node{},
 			Handler:       m.peers,
 			Transform:     m.keys.compact,
 		})

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -118,7 +117,9 @@ func TestAcquireRetriesPatch(t *testing.T) {
 	if err != nil || l.Subnet != pfx("10.244.1.0/24") || retries.Load() != 2 || len(fake.patchCalls()) != 3 {
 		t.Errorf("Acquire = %v, %v after %d retries, %d patches", l, err, retries.Load(), len(fake.patchCalls()))
 	}
-	if n := logs.count("Kubernetes API server unreachable"); n != 1 {
+	// Once, or twice if the informer's watch got through between the
+	// two failures (it ends the outage).
+	if n := logs.count("Kubernetes API server unreachable"); n < 1 || n > 2 {
 		t.Errorf("outage logged %d times:\n%s", n, logs)
 	}
 
@@ -288,8 +289,9 @@ func TestNodeName(t *testing.T) {
 		}
 	}
 	fake := newFakeAPI()
-	fake.pods["kube-flannel/flannel-x"] = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "flannel-x"}, Spec: corev1.PodSpec{NodeName: "n7"}}
-	fake.pods["kube-flannel/pending"] = &corev1.Pod{}
+	fake.pods["kube-flannel/flannel-x"] = &Pod{ObjectMeta: metav1.ObjectMeta{Name: "flannel-x"}}
+	fake.pods["kube-flannel/flannel-x"].Spec.NodeName = "n7"
+	fake.pods["kube-flannel/pending"] = &Pod{}
 	rep := &reporter{log: discard(), server: fake.server()}
 	for _, tc := range []struct {
 		env  func(string) string

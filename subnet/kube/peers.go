@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -125,14 +124,14 @@ func signal(c chan struct{}) {
 
 // OnAdd, OnUpdate and OnDelete make peers the informer's handler.
 func (p *peers) OnAdd(obj any, _ bool) {
-	if n, ok := obj.(*corev1.Node); ok {
+	if n, ok := obj.(*Node); ok {
 		p.apply(n)
 	}
 }
 
 func (p *peers) OnUpdate(oldObj, newObj any) {
-	o, _ := oldObj.(*corev1.Node)
-	n, ok := newObj.(*corev1.Node)
+	o, _ := oldObj.(*Node)
+	n, ok := newObj.(*Node)
 	if !ok {
 		return
 	}
@@ -151,25 +150,25 @@ func (p *peers) OnDelete(obj any) {
 	// as DeletedFinalStateUnknown holding its last known state.
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
-		if _, ok := obj.(*corev1.Node); !ok {
+		if _, ok := obj.(*Node); !ok {
 			p.remove(d.Key)
 			return
 		}
 	}
-	if n, ok := obj.(*corev1.Node); ok {
+	if n, ok := obj.(*Node); ok {
 		p.remove(n.Name)
 	}
 }
 
 // sameView reports whether two compact Nodes look the same to flannel.
-func sameView(a, b *corev1.Node) bool {
+func sameView(a, b *Node) bool {
 	return a.UID == b.UID && a.Spec.PodCIDR == b.Spec.PodCIDR &&
 		slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations) &&
 		networkCondition(a) == networkCondition(b)
 }
 
 // apply converts a Node and records the change, if any.
-func (p *peers) apply(n *corev1.Node) {
+func (p *peers) apply(n *Node) {
 	if n.Name == p.own {
 		signal(p.ownChanged)
 	}

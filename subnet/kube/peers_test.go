@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 )
@@ -43,7 +42,7 @@ func fired(c <-chan struct{}) bool {
 	}
 }
 
-func peerNode(name, cidr, ip, mac string) *corev1.Node {
+func peerNode(name, cidr, ip, mac string) *Node {
 	return managed(testNode(name, cidr), "vxlan", ip, vxlanData(mac))
 }
 
@@ -92,15 +91,15 @@ func TestPeerSource(t *testing.T) {
 		t.Errorf("replace: gone %s came %s", describe(gone), describe(came))
 	}
 
-	// 10,000 updates of what flannel does not read: heartbeats,
-	// conditions, labels, images. No signal, no change, no work.
+	// 10,000 updates of what flannel does not read: conditions, labels,
+	// other annotations (a kubelet's heartbeats and images are not even
+	// decoded: TestNodeProtobuf). No signal, no change, no work.
 	applied := m.peers.applied
 	began := time.Now()
 	n2 := fake.node("n2")
 	for i := range 10000 {
 		n2.Labels = map[string]string{"beat": fmt.Sprint(i % 7)}
-		n2.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.NewTime(time.Unix(int64(i), 0))}}
-		n2.Status.Images = []corev1.ContainerImage{{Names: []string{fmt.Sprintf("registry.example/img:%d", i)}, SizeBytes: int64(i)}}
+		n2.Status.Conditions = []NodeCondition{{Type: "Ready", Status: []string{"True", "False", "Unknown"}[i%3], Reason: fmt.Sprint(i)}}
 		n2.Annotations["node.alpha.kubernetes.io/ttl"] = fmt.Sprint(i)
 		fake.put(n2)
 	}
@@ -124,7 +123,7 @@ func TestPeerSource(t *testing.T) {
 	n2.Annotations[DefaultPrefix+"/node-public-ip"] = "10.199.9.8"
 	n2.Annotations[DefaultPrefix+"/backend-v6-data"] = "null"
 	n2.Annotations[DefaultPrefix+"/public-ipv6"] = "fd99::3"
-	n2.Status.Conditions = append(n2.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: "FlannelIsUp"})
+	n2.Status.Conditions = append(n2.Status.Conditions, NodeCondition{Type: "NetworkUnavailable", Status: "False", Reason: "FlannelIsUp"})
 	fake.put(n2)
 	synced(t, m, fake, "n2")
 	if fired(ps.Updated()) || m.peers.applied != applied {
@@ -175,7 +174,7 @@ func TestPeerSource(t *testing.T) {
 // only the v4 keys, is a change (upstream needs both, spec 5.2).
 func TestPeerSourceFamilies(t *testing.T) {
 	fake := newFakeAPI()
-	dual := func(name, i, mac4, mac6 string) *corev1.Node {
+	dual := func(name, i, mac4, mac6 string) *Node {
 		n := peerNode(name, "10.244."+i+".0/24", "10.199.0."+i, mac4)
 		n.Spec.PodCIDRs = append(n.Spec.PodCIDRs, "fd00:10:244:"+i+"::/64")
 		n.Annotations[DefaultPrefix+"/public-ipv6"] = "fd99::" + i
@@ -308,22 +307,21 @@ func TestCompact(t *testing.T) {
 	n.Labels = map[string]string{"a": "b"}
 	n.Annotations["other.io/x"] = "y"
 	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
-	n.Status.Conditions = []corev1.NodeCondition{
-		{Type: corev1.NodeReady, Status: corev1.ConditionTrue},
-		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: "FlannelIsUp", Message: "m", LastHeartbeatTime: metav1.Now()},
+	n.Status.Conditions = []NodeCondition{
+		{Type: "Ready", Status: "True"},
+		{Type: "NetworkUnavailable", Status: "False", Reason: "FlannelIsUp"},
 	}
-	n.Status.Images = []corev1.ContainerImage{{Names: []string{"x"}}}
 	obj, _ := k.compact(n)
-	c := obj.(*corev1.Node)
+	c := obj.(*Node)
 	if c.Name != "n1" || c.UID != "u1" || c.ResourceVersion != "7" || len(c.Labels) != 0 || len(c.ManagedFields) != 0 ||
-		len(c.Annotations) != 4 || c.Annotations["other.io/x"] != "" || len(c.Status.Images) != 0 ||
-		networkCondition(c) != "False/FlannelIsUp" || len(c.Status.Conditions) != 1 || !c.Status.Conditions[0].LastHeartbeatTime.IsZero() ||
+		len(c.Annotations) != 4 || c.Annotations["other.io/x"] != "" ||
+		networkCondition(c) != "False/FlannelIsUp" || len(c.Status.Conditions) != 1 ||
 		!slices.Equal(c.Spec.PodCIDRs, n.Spec.PodCIDRs) || c.Spec.PodCIDR != n.Spec.PodCIDR {
 		t.Errorf("compact = %+v", c)
 	}
 	// Idempotent, and what is not a Node passes through.
 	again, _ := k.compact(c)
-	if !sameView(c, again.(*corev1.Node)) {
+	if !sameView(c, again.(*Node)) {
 		t.Error("compact is not idempotent")
 	}
 	d := cache.DeletedFinalStateUnknown{Key: "n1"}
