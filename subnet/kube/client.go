@@ -48,7 +48,7 @@ type restAPI struct {
 // first use: etcd mode links this package but must not pay for it.
 var coreV1Codecs = sync.OnceValue(func() serializer.CodecFactory {
 	s := runtime.NewScheme()
-	addKnownTypes(s)
+	AddToScheme(s)
 	return serializer.NewCodecFactory(s)
 })
 

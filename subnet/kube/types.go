@@ -64,9 +64,10 @@ type Pod struct {
 // coreV1 is the API group version of Nodes and Pods.
 var coreV1 = schema.GroupVersion{Version: "v1"}
 
-// addKnownTypes registers our types under core/v1, with the meta types
-// (Status for errors, WatchEvent, ListOptions).
-func addKnownTypes(s *runtime.Scheme) {
+// AddToScheme registers Node, NodeList and Pod under core/v1, with the
+// meta types (Status for errors, WatchEvent, ListOptions): a REST client on
+// it reads Nodes as the API serves them, in JSON or protobuf.
+func AddToScheme(s *runtime.Scheme) {
 	s.AddKnownTypes(coreV1, &Node{}, &NodeList{}, &Pod{})
 	metav1.AddToGroupVersion(s, coreV1)
 }
