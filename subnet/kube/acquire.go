@@ -189,7 +189,9 @@ func (m *Manager) keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease
 		if ctx.Err() != nil {
 			return false, nil
 		}
-		m.log.Warn("could not restore our annotations; retrying", "node", m.node, "err", err)
+		if m.once("restore " + err.Error()) {
+			m.log.Warn("could not restore our annotations; retrying", "node", m.node, "err", err)
+		}
 		return true, nil
 	}
 	return false, nil
