@@ -245,6 +245,31 @@ func checkFamily(f family, network netip.Prefix, subnetLen int, min, max netip.A
 	return familyResult{len: subnetLen, min: min, max: max}, nil
 }
 
+// SizeLike makes the subnet length of each enabled family that of the
+// given subnet (an invalid one leaves its family as it is), with the
+// default range for it. In kube mode node IPAM sizes the subnets (the
+// podCIDRs, the same mask size for every node), not SubnetLen, and the
+// peer filter and the subnet gauges must count in that size.
+func (c *Config) SizeLike(v4, v6 netip.Prefix) error {
+	if c.EnableIPv4 && v4.IsValid() && v4.Bits() != c.SubnetLen {
+		r, err := checkFamily(family{netName: "Network", lenName: "SubnetLen", minName: "SubnetMin", maxName: "SubnetMax", total: 32},
+			c.Network, v4.Bits(), netip.Addr{}, netip.Addr{})
+		if err != nil {
+			return fmt.Errorf("subnet size of %s: %w", v4, err)
+		}
+		c.SubnetLen, c.SubnetMin, c.SubnetMax = r.len, r.min, r.max
+	}
+	if c.EnableIPv6 && v6.IsValid() && v6.Bits() != c.IPv6SubnetLen {
+		r, err := checkFamily(family{netName: "IPv6Network", lenName: "IPv6SubnetLen", minName: "IPv6SubnetMin", maxName: "IPv6SubnetMax", total: 128},
+			c.IPv6Network, v6.Bits(), netip.Addr{}, netip.Addr{})
+		if err != nil {
+			return fmt.Errorf("subnet size of %s: %w", v6, err)
+		}
+		c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax = r.len, r.min, r.max
+	}
+	return nil
+}
+
 // SubnetCount is the number of subnets between SubnetMin and SubnetMax
 // (saturating at 1<<62 for huge IPv6 ranges).
 func (c *Config) SubnetCount(v6 bool) uint64 {

@@ -133,3 +133,26 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestSizeLike(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/48","EnableIPv6":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SubnetLen != 24 || c.IPv6SubnetLen != 64 {
+		t.Fatalf("defaults %d %d", c.SubnetLen, c.IPv6SubnetLen)
+	}
+	if err := c.SizeLike(netip.MustParsePrefix("10.244.3.128/25"), netip.MustParsePrefix("fd00:10:244:3::/80")); err != nil {
+		t.Fatal(err)
+	}
+	if c.SubnetLen != 25 || c.SubnetMin.String() != "10.244.0.128" || c.SubnetMax.String() != "10.244.255.128" || c.IPv6SubnetLen != 80 {
+		t.Errorf("after SizeLike: %d %s %s %d", c.SubnetLen, c.SubnetMin, c.SubnetMax, c.IPv6SubnetLen)
+	}
+	if got := c.SubnetCount(false); got != 511 {
+		t.Errorf("SubnetCount %d, want 511", got)
+	}
+	// A size the network cannot hold four of is refused, and nothing changes.
+	if err := c.SizeLike(netip.MustParsePrefix("10.244.0.0/17"), netip.Prefix{}); err == nil || c.SubnetLen != 25 {
+		t.Errorf("a /17 in a /16: err %v, SubnetLen %d", err, c.SubnetLen)
+	}
+}

@@ -69,6 +69,11 @@ func (m *Manager) Acquire(ctx context.Context, cfg *subnet.Config, attrs subnet.
 		if m.cleared("podcidr") {
 			m.log.Info("node podCIDR assigned", "node", m.node, "podCIDRs", cidrList(n))
 		}
+		// Node IPAM sizes the subnets, not SubnetLen: the daemon's peer
+		// filter and subnet gauges count in the podCIDR's size.
+		if err := cfg.SizeLike(v4, v6); err != nil {
+			m.log.Warn("podCIDR size does not fit the Network; peers are checked against the net config's SubnetLen", "node", m.node, "err", err)
+		}
 
 		if err := m.publish(ctx, cfg, attrs, n); err != nil {
 			if !transient(err) && !apierrors.IsNotFound(err) {

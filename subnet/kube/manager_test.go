@@ -105,6 +105,22 @@ func TestAcquireOutsideNetwork(t *testing.T) {
 	}
 }
 
+// TestAcquireSizesConfig: node IPAM's mask size (here /25) becomes the
+// config's subnet length, so the daemon's peer filter does not take every
+// peer for an intruder of another length.
+func TestAcquireSizesConfig(t *testing.T) {
+	fake := newFakeAPI()
+	fake.put(testNode("n1", "10.244.1.128/25"))
+	m, _ := startManager(t, fake, "n1", cfgV4, Options{})
+	cfg := mustConfig(t, cfgV4)
+	if _, err := m.Acquire(t.Context(), cfg, vxlanAttrs, subnet.Env{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SubnetLen != 25 {
+		t.Errorf("SubnetLen %d after a /25 podCIDR, want 25", cfg.SubnetLen)
+	}
+}
+
 // TestAcquireRetriesPatch: transient failures are retried; a forbidden
 // PATCH (RBAC) is returned.
 func TestAcquireRetriesPatch(t *testing.T) {
