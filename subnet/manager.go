@@ -9,7 +9,7 @@ import (
 // (etcd v3, the Kubernetes API). The daemon drives every implementation in
 // the same order:
 //
-//	GetConfig -> PublicIPs -> Start -> Previous -> Acquire -> Peers().Run ... -> Ready -> Keep
+//	GetConfig -> Start -> PublicIPs -> Previous -> Acquire -> Peers().Run ... -> Ready -> Keep
 //
 // and never reaches past this interface, so a new source changes nothing
 // in the daemon or the backends.
