@@ -79,7 +79,7 @@ func addCommon(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.PublicIP, "public-ip", "", "this node's public IPv4, to find its lease (doctor; default: a lease whose public IP is on this node)")
 	fs.StringVar(&o.PublicIPv6, "public-ipv6", "", "this node's public IPv6, to find its lease (doctor)")
 	fs.Var((*listFlag)(&o.Ifaces), "iface", "flanneld's --iface; an IP address given here identifies this node's lease like --public-ip (doctor)")
-	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "give up on etcd after this long")
+	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "give up on etcd (or the Kubernetes API) after this long")
 }
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {

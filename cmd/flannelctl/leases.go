@@ -229,6 +229,12 @@ func cmdLeases(ctx context.Context, a *app, o *options, c *cmdFlags, _ []string)
 	if c.output != "table" && c.output != "json" {
 		return usageError{fmt.Sprintf("invalid -o %q: want table or json", c.output)}
 	}
+	if c.kubeconfig != "" {
+		return cmdKubeLeases(ctx, a, o, c)
+	}
+	if c.kubePrefix != "" {
+		return usageError{"--kube-annotation-prefix needs --kubeconfig: leases in etcd carry no annotations"}
+	}
 	s, err := connect(o)
 	if err != nil {
 		return err

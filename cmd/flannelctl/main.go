@@ -32,6 +32,8 @@ type app struct {
 // cmdFlags are the flags of individual commands.
 type cmdFlags struct {
 	output     string // leases -o
+	kubeconfig string // leases: list the Nodes' leases (kube mode) instead of etcd's
+	kubePrefix string // leases: the annotation prefix; "" means flanneld's default
 	force      bool   // release --force
 	cniBinDir  string // doctor
 	cniConfDir string
@@ -53,10 +55,12 @@ var commands = []command{
 	{name: "config get", summary: "print the network config (<prefix>/config)", run: cmdConfigGet},
 	{name: "config set", args: "FILE|-", summary: "validate a network config as flanneld does, then write it", minArgs: 1, maxArgs: 1, run: cmdConfigSet},
 	{name: "config validate", args: "FILE|-", summary: "check a network config and print its computed defaults", minArgs: 1, maxArgs: 1, run: cmdConfigValidate},
-	{name: "leases", args: "[-o table|json]", summary: "list the subnet leases and reservations, sorted by subnet",
+	{name: "leases", args: "[-o table|json] [--kubeconfig FILE]", summary: "list the leases, sorted by subnet: etcd's, with reservations, or with --kubeconfig the Nodes' (kube mode)",
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
 			fs.StringVar(&c.output, "o", "table", "output format: table or json")
 			fs.StringVar(&c.output, "output", "table", "same as -o")
+			fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kube mode (flanneld --kube-subnet-mgr): list the leases held by the Nodes of the cluster this kubeconfig reaches, instead of etcd's")
+			fs.StringVar(&c.kubePrefix, "kube-annotation-prefix", "", `with --kubeconfig: flanneld's --kube-annotation-prefix (default "flannel.alpha.coreos.com")`)
 		}, run: cmdLeases},
 	{name: "reserve", args: "SUBNET PUBLIC_IP [IPV6_SUBNET PUBLIC_IPV6]", summary: "reserve a subnet for a node: a lease key without TTL",
 		minArgs: 2, maxArgs: 4, run: cmdReserve},
