@@ -107,7 +107,7 @@ func (r *reporter) observe(ctx context.Context, what string, err error) {
 			r.log.Info("Kubernetes API server is reachable again", "server", r.server, "outage", time.Since(r.outage).Round(time.Millisecond))
 			r.outage = time.Time{}
 		}
-		r.lastErr = ""
+		clear(r.failed)
 	case unreachable(err):
 		if r.outage.IsZero() {
 			r.outage = time.Now()
@@ -115,8 +115,13 @@ func (r *reporter) observe(ctx context.Context, what string, err error) {
 				"server", r.server, "request", what, "err", err)
 		}
 	default:
-		if s := err.Error(); s != r.lastErr {
-			r.lastErr = s
+		if s := err.Error(); !r.failed[s] {
+			if r.failed == nil {
+				r.failed = map[string]bool{}
+			}
+			if len(r.failed) < 64 { // bounded: texts with changing details log each time past it
+				r.failed[s] = true
+			}
 			r.log.Error("Kubernetes API request failed", "server", r.server, "request", what, "err", err)
 		}
 	}

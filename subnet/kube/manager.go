@@ -436,12 +436,16 @@ func (b *backoff) wait(ctx context.Context, done <-chan struct{}) bool {
 }
 
 // reporter logs the API server's outages, once at the start and once at
-// the end, and other failures once per distinct text.
+// the end, and other failures once per distinct text until a request
+// succeeds again.
 type reporter struct {
 	log    *slog.Logger
 	server string
 
-	mu      sync.Mutex
-	outage  time.Time // start of the current outage, zero when reachable
-	lastErr string
+	mu     sync.Mutex
+	outage time.Time // start of the current outage, zero when reachable
+	// failed holds the error texts logged since the last success: a
+	// forbidden list and a forbidden watch alternate, and each must be
+	// logged once, not once per retry.
+	failed map[string]bool
 }

@@ -378,3 +378,25 @@ func TestNewBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestReporterAlternatingFailures: a ServiceAccount without nodes list and
+// watch fails both in turn, forever; each text is logged once, and again
+// only after a success.
+func TestReporterAlternatingFailures(t *testing.T) {
+	log, logs := newLog()
+	r := &reporter{log: log, server: "https://10.0.0.1:6443"}
+	list := apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("cannot list"))
+	watch := apierrors.NewForbidden(schema.GroupResource{Resource: "nodes"}, "", errors.New("cannot watch"))
+	for range 10 {
+		r.observe(t.Context(), "list nodes", list)
+		r.observe(t.Context(), "watch nodes", watch)
+	}
+	if n := logs.count("Kubernetes API request failed"); n != 2 {
+		t.Errorf("%d lines for 20 alternating failures, want 2:\n%s", n, logs)
+	}
+	r.observe(t.Context(), "get node", nil)
+	r.observe(t.Context(), "list nodes", list)
+	if n := logs.count("Kubernetes API request failed"); n != 3 {
+		t.Errorf("a failure after a success is not logged again:\n%s", logs)
+	}
+}
