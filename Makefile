@@ -11,7 +11,7 @@ TAGS     := grpcnotrace
 BIN      := bin
 FUZZTIME ?= 3s
 
-.PHONY: all build deps kube-bins test unit fuzz demo demo-up demo-down bench clean
+.PHONY: all build deps kube-bins etcd2 test unit fuzz demo demo-up demo-down bench clean
 
 all: build
 
@@ -30,9 +30,14 @@ deps:
 kube-bins:
 	GO=$(GO) BIN=$(BIN) ./scripts/kube-bins.sh
 
+# etcd 3.5 with the v2 API, for the tests of flannel v0.11 clusters
+# (pkg/lab StartEtcdV2), from tools/etcd2; about 2 minutes cold.
+etcd2:
+	GO=$(GO) BIN=$(BIN) ./scripts/etcd2-bin.sh
+
 # The whole suite: unit tests, privileged lab tests (as root), then every
 # fuzz target for a short time.
-test: deps build kube-bins
+test: deps build kube-bins etcd2
 	LAB_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 2 -timeout 30m ./...
 	$(MAKE) fuzz
 

@@ -104,6 +104,7 @@ func BuildBinaries(tb testing.TB) Binaries {
 	// Too slow to build here (minutes, cold): taken when present, and
 	// required only by the tests that call RequireKubeBinaries.
 	b.KubeAPIServer, b.Kubectl, _ = FindKubeBinaries()
+	b.EtcdV2, _ = FindEtcdV2Binary()
 	return b
 }
 

@@ -45,20 +45,9 @@ func (l *Lab) StartEtcd(ctx context.Context, extraArgs ...string) error {
 	if l.bin.LabEtcd == "" {
 		return errors.New("start etcd: Options.Binaries.LabEtcd is not set")
 	}
-	l.mu.Lock()
-	if l.etcd != nil && !l.etcd.Exited() {
-		l.mu.Unlock()
-		return fmt.Errorf("start etcd: already running as pid %d", l.etcd.Pid)
+	if err := l.claimEtcd(extraArgs); err != nil {
+		return err
 	}
-	tlsOn := false
-	for _, a := range extraArgs {
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name == "cert-file" {
-			tlsOn = true
-		}
-	}
-	l.etcdTLS = tlsOn
-	l.mu.Unlock()
 
 	clientURL := l.EtcdEndpoint()
 	peerURL := "http://127.0.0.1:2380"
@@ -71,7 +60,14 @@ func (l *Lab) StartEtcd(ctx context.Context, extraArgs ...string) error {
 		"--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=lab=" + peerURL,
 	}, extraArgs...)
-	p, err := l.StartProcess(l.fabricNS, filepath.Join(l.dir, "etcd.log"), nil, argv...)
+	return l.runEtcd(ctx, argv, filepath.Join(l.dir, "etcd.log"), etcdReadyLine+"\n")
+}
+
+// runEtcd starts an etcd server (argv) in the fabric namespace as the lab's
+// etcd and waits, at most etcdStartTimeout, until its log has ready.
+func (l *Lab) runEtcd(ctx context.Context, argv []string, logPath, ready string) error {
+	clientURL := l.EtcdEndpoint()
+	p, err := l.StartProcess(l.fabricNS, logPath, nil, argv...)
 	if err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
@@ -83,7 +79,7 @@ func (l *Lab) StartEtcd(ctx context.Context, extraArgs ...string) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if strings.Contains(p.Log(), etcdReadyLine+"\n") {
+		if strings.Contains(p.Log(), ready) {
 			l.logf("lab %s: etcd ready at %s (pid %d)", l.prefix, clientURL, p.Pid)
 			return nil
 		}
@@ -98,6 +94,26 @@ func (l *Lab) StartEtcd(ctx context.Context, extraArgs ...string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// claimEtcd refuses to start a second etcd (lab-etcd and etcd2 share the
+// client port) and switches EtcdEndpoint to https when extraArgs have
+// --cert-file.
+func (l *Lab) claimEtcd(extraArgs []string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.etcd != nil && !l.etcd.Exited() {
+		return fmt.Errorf("start etcd: already running as pid %d", l.etcd.Pid)
+	}
+	tlsOn := false
+	for _, a := range extraArgs {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "cert-file" {
+			tlsOn = true
+		}
+	}
+	l.etcdTLS = tlsOn
+	return nil
 }
 
 // StopEtcd stops the lab's etcd (SIGTERM, then SIGKILL after a bound). Its

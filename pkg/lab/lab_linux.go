@@ -49,6 +49,10 @@ type Binaries struct {
 	// `make kube-bins`; see FindKubeBinaries.
 	KubeAPIServer string // k8s.io/kubernetes/cmd/kube-apiserver
 	Kubectl       string // k8s.io/kubernetes/cmd/kubectl
+
+	// etcd 3.5 with the v2 API (etcdv2_linux.go), built from tools/etcd2
+	// by `make etcd2`; see FindEtcdV2Binary.
+	EtcdV2 string // etcd server v3.5, run with --enable-v2
 }
 
 // Host is a simulated node: a network namespace with eth0 on the fabric.

@@ -169,7 +169,7 @@ func Load(dir string) (*Lab, error) {
 	for _, ps := range s.Processes {
 		p := &Process{Pid: ps.Pid, NS: ps.NS, Argv: ps.Argv, LogPath: ps.LogPath, startTime: ps.StartTime}
 		l.procs = append(l.procs, p)
-		if len(p.Argv) > 0 && p.NS == l.fabricNS && filepath.Base(p.Argv[0]) == filepath.Base(s.Binaries.LabEtcd) {
+		if len(p.Argv) > 0 && p.NS == l.fabricNS && isEtcdProgram(p.Argv[0], s.Binaries) {
 			l.etcd = p
 		}
 	}
