@@ -66,7 +66,8 @@ demo-up: deps build
 demo-down:
 	$(BIN)/flannel-lab down --dir /tmp/flannel-demo
 
-bench: deps build
+# The kube-mode case needs kube-apiserver (kube-bins; seconds once built).
+bench: deps build kube-bins
 	LAB_BIN_DIR=$(CURDIR)/$(BIN) $(GO) run ./bench $(BENCHFLAGS)
 
 clean:

@@ -4,7 +4,8 @@
 // figures next to upstream flannel's (see docs/benchmarks.md):
 //
 //	make bench                                   # LAB_BIN_DIR=bin go run ./bench
-//	go run ./bench --ks 5000 --backends vxlan --runs 2 --idle 0 --throughput 0
+//	go run ./bench --ks 5000 --backends vxlan --runs 2 --idle 0 --throughput 0 --kube 0
+//	go run ./bench --ks "" --idle 0 --throughput 0 --runs 3  # only kube mode
 //
 // It needs root; everything it creates lives in lab namespaces fl<random>-*
 // and is removed at the end.
@@ -39,6 +40,9 @@ type options struct {
 	idle       time.Duration
 	idleK      int
 	throughput time.Duration
+	kube       int
+	kubeUpd    int
+	kubeRate   float64
 	dir        string
 	profileDir string
 	daemonEnv  []string
@@ -81,6 +85,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.idle, "idle", 30*time.Second, "idle window for the process and CPU counts (0: skip)")
 	fs.IntVar(&o.idleK, "idle-k", 1000, "peers of the idle daemon")
 	fs.DurationVar(&o.throughput, "throughput", 5*time.Second, "iperf3 duration per path (0: skip)")
+	fs.IntVar(&o.kube, "kube", 5000, "Nodes of the kube-mode case (0: skip); needs kube-apiserver (make kube-bins)")
+	fs.IntVar(&o.kubeUpd, "kube-updates", 10000, "irrelevant Node updates of the kube-mode case")
+	fs.Float64Var(&o.kubeRate, "kube-rate", 500, "updates per second of the kube-mode case (0: as fast as the API server takes them)")
 	fs.StringVar(&o.dir, "dir", "", "keep each lab's logs under this directory (default: temporary, removed)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each scale run's and the idle run's flanneld into this directory (FLANNELD_CPUPROFILE)")
 	fs.Func("daemon-env", "KEY=value added to the scale and idle runs' flanneld environment, e.g. GOMEMLIMIT=24MiB (repeatable)", func(v string) error {
@@ -141,6 +148,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return fail("--idle-k %d: must not be negative", o.idleK)
 	case o.throughput > 0 && o.throughput < time.Second:
 		return fail("--throughput %s: want at least 1s", o.throughput)
+	case o.kube < 0 || o.kube > suite.MaxPeers:
+		return fail("--kube %d: want 0 to %d", o.kube, suite.MaxPeers)
+	case o.kubeUpd < 0:
+		return fail("--kube-updates %d: must not be negative", o.kubeUpd)
+	case o.kubeRate < 0:
+		return fail("--kube-rate %g: must not be negative", o.kubeRate)
 	}
 	for _, k := range o.ks {
 		if n := k + o.burst + o.changes; n > suite.MaxPeers {
@@ -172,6 +185,16 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 			return err
 		}
 	}
+	// The kube case also needs kube-apiserver: from --bin, else where the
+	// lab looks ($LAB_BIN_DIR, else bin/ at the module root).
+	kubeBin := bin
+	var kubeErr error
+	if o.kube > 0 {
+		kubeBin.KubeAPIServer = filepath.Join(abs, "kube-apiserver")
+		if _, err := os.Stat(kubeBin.KubeAPIServer); err != nil {
+			kubeBin.KubeAPIServer, _, kubeErr = lab.FindKubeBinaries()
+		}
+	}
 	logf := func(string, ...any) {}
 	if o.verbose {
 		logf = func(format string, a ...any) {
@@ -182,7 +205,7 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 
 	var failed []string
 	// withLab runs fn in a fresh lab of n hosts and always removes it.
-	withLab := func(name string, n int, fn func(*lab.Lab) error) {
+	withLab := func(name string, n int, bin lab.Binaries, fn func(*lab.Lab) error) {
 		if ctx.Err() != nil {
 			return
 		}
@@ -218,7 +241,7 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 				if o.profileDir != "" {
 					so.DaemonEnv = append(so.DaemonEnv, "FLANNELD_CPUPROFILE="+filepath.Join(o.profileDir, name+".pprof"))
 				}
-				withLab(name, 1, func(l *lab.Lab) error {
+				withLab(name, 1, bin, func(l *lab.Lab) error {
 					r, err := suite.Scale(ctx, l, so)
 					if err == nil {
 						results = append(results, r)
@@ -239,7 +262,7 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 
 	var idles []suite.IdleResult
 	for run := 1; o.idle > 0 && run <= o.runs; run++ {
-		withLab(fmt.Sprintf("idle-run%d", run), 1, func(l *lab.Lab) error {
+		withLab(fmt.Sprintf("idle-run%d", run), 1, bin, func(l *lab.Lab) error {
 			io := suite.IdleOptions{K: o.idleK, Window: o.idle, Logf: logf, DaemonEnv: append([]string(nil), o.daemonEnv...)}
 			if o.profileDir != "" {
 				io.DaemonEnv = append(io.DaemonEnv, "FLANNELD_CPUPROFILE="+filepath.Join(o.profileDir, fmt.Sprintf("idle-run%d.pprof", run)))
@@ -254,7 +277,7 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 	}
 	var tps []suite.ThroughputResult
 	for run := 1; o.throughput > 0 && run <= o.runs; run++ {
-		withLab(fmt.Sprintf("throughput-run%d", run), 2, func(l *lab.Lab) error {
+		withLab(fmt.Sprintf("throughput-run%d", run), 2, bin, func(l *lab.Lab) error {
 			r, err := suite.Throughput(ctx, l, suite.ThroughputOptions{Backend: suite.VXLAN, Duration: o.throughput, Rounds: 2, Logf: logf})
 			if err == nil {
 				tps = append(tps, r)
@@ -264,8 +287,29 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 		})
 	}
 
+	var kubes []suite.KubeResult
+	if o.kube > 0 && kubeErr != nil {
+		fmt.Fprintf(out, "kube: FAILED: %v\n", kubeErr)
+		failed = append(failed, "kube")
+	}
+	for run := 1; o.kube > 0 && kubeErr == nil && run <= o.runs; run++ {
+		name := fmt.Sprintf("kube-%d-run%d", o.kube, run)
+		ko := suite.KubeOptions{K: o.kube, Updates: o.kubeUpd, Rate: o.kubeRate, Logf: logf, DaemonEnv: append([]string(nil), o.daemonEnv...)}
+		if o.profileDir != "" {
+			ko.DaemonEnv = append(ko.DaemonEnv, "FLANNELD_CPUPROFILE="+filepath.Join(o.profileDir, name+".pprof"))
+		}
+		withLab(name, 1, kubeBin, func(l *lab.Lab) error {
+			r, err := suite.Kube(ctx, l, ko)
+			if err == nil {
+				kubes = append(kubes, r)
+				fmt.Fprintln(out, r.Line())
+			}
+			return err
+		})
+	}
+
 	fmt.Fprintln(out, "\ntargets:")
-	for _, t := range suite.Targets(sums, idles, tps) {
+	for _, t := range suite.Targets(sums, idles, tps, kubes) {
 		fmt.Fprintf(out, "  %-13s %-62s %s\n", t.Status(), t.Name, t.Got)
 	}
 	if err := ctx.Err(); err != nil {

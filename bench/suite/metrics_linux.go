@@ -19,8 +19,28 @@ import (
 const metricsPort = 8471
 
 // scrapePasses reads the reconcile pass histogram's sum and count from the
-// daemon's /metrics, dialing from inside the host's namespace.
+// daemon's /metrics.
 func scrapePasses(ctx context.Context, l *lab.Lab, h *lab.Host) (passStats, error) {
+	b, err := scrapeMetrics(ctx, l, h)
+	if err != nil {
+		return passStats{}, err
+	}
+	return parsePasses(b)
+}
+
+// scrapePassCount reads the number of reconcile passes so far, all kinds,
+// from the daemon's /metrics.
+func scrapePassCount(ctx context.Context, l *lab.Lab, h *lab.Host) (float64, error) {
+	b, err := scrapeMetrics(ctx, l, h)
+	if err != nil {
+		return 0, err
+	}
+	return parsePassCount(b)
+}
+
+// scrapeMetrics reads the daemon's /metrics, dialing from inside the
+// host's namespace.
+func scrapeMetrics(ctx context.Context, l *lab.Lab, h *lab.Host) ([]byte, error) {
 	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
@@ -37,16 +57,19 @@ func scrapePasses(ctx context.Context, l *lab.Lab, h *lab.Host) (passStats, erro
 	url := fmt.Sprintf("http://%s/metrics", netip.AddrPortFrom(h.IP, metricsPort))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return passStats{}, err
+		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return passStats{}, fmt.Errorf("scrape %s: %w", url, err)
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return passStats{}, fmt.Errorf("scrape %s: %w", url, err)
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	return parsePasses(b)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
+	}
+	return b, nil
 }

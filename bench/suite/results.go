@@ -98,3 +98,27 @@ type ForkCount struct {
 	ByCommand map[string]int // by command line ("?" when it exited before it could be read)
 	Err       error          // events were lost, or counting stopped early
 }
+
+// KubeResult holds the figures of one kube-mode run: K Nodes with leases,
+// then irrelevant Node updates.
+type KubeResult struct {
+	K       int
+	Created time.Duration // the K Nodes created (bounded concurrency), before the daemon starts
+
+	Synced time.Duration // daemon started → its informer synced (its log line's time)
+	// Programmed counts from the informer's sync to every peer's
+	// neighbour, FDB and route entries existing (kernel dumps), and
+	// DaemonProgrammed to the daemon's own "Data plane programmed" line.
+	Programmed, DaemonProgrammed time.Duration
+	CPU                          time.Duration // daemon utime+stime when programmed
+	RSSReady, RSSPeak            uint64        // VmHWM when programmed, at the end of the run
+	RSSAnon, RSSFile             uint64        // RssAnon and RssFile when programmed
+
+	Updates     int           // irrelevant Node updates sent
+	Heartbeats  int           // of them, status heartbeats (the rest: label changes)
+	Rate        float64       // updates sent per second (the pace asked for, or what the API server took)
+	UpdatesTook time.Duration // first update sent → the daemon handled the last one
+	UpdateCPU   time.Duration // daemon threads' run time in that window (schedstat, ns)
+	UpdateTicks time.Duration // the same from /proc/<pid>/stat (10 ms ticks)
+	Passes      float64       // reconcile passes in that window, all kinds (/metrics)
+}
