@@ -1,7 +1,9 @@
 # The two commands of the README: `make demo` and `make test`.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+# -s -w: no symbol table or DWARF (about 2 MiB of flanneld that is never
+# loaded; panics and profiles still name functions), as the image builds it.
+LDFLAGS  := -s -w -X main.version=$(VERSION)
 # grpcnotrace leaves out gRPC's x/net/trace (and with it html/template):
 # 3.6 MiB less code, and on kernels that map an executable's page cache
 # in large folios, 3.6 MiB less resident memory. flanneld never turns
@@ -21,6 +23,7 @@ build:
 	$(GO) build -o $(BIN)/lab-etcd ./cmd/lab-etcd
 	$(GO) build -o $(BIN)/flannel-lab ./cmd/flannel-lab
 	$(GO) build -o $(BIN)/flannel-demo ./cmd/flannel-demo
+	$(GO) build -ldflags "-s -w" -o $(BIN)/flannelctl ./cmd/flannelctl
 
 deps:
 	./scripts/deps.sh
