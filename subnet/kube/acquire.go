@@ -15,7 +15,7 @@ import (
 // Acquire derives our lease from our Node and publishes attrs on it.
 //
 //   - No podCIDR yet: one line, onRetry, and the podCIDR is picked up from
-//     the informer the moment node IPAM sets it (upstream exits, #728).
+//     the Node watch the moment node IPAM sets it (upstream exits, #728).
 //   - The podCIDRs are checked (spec 3.1) and against Network/IPv6Network
 //     before anything is published, so a node that cannot work never
 //     announces itself to its peers. Such errors, and more than two

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,16 +21,35 @@ import (
 
 // api is everything we ask of the API server. It is exactly upstream's
 // ClusterRole (spec 6.1), so existing clusters' RBAC stays valid: pods get;
-// nodes list and watch (nodes get is granted but the informer makes it
+// nodes list and watch (nodes get is granted but the Node watch makes it
 // unnecessary); nodes/status patch, our only write.
 type api interface {
 	getPod(ctx context.Context, namespace, name string) (*Pod, error)
-	listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error)
-	watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	// listNodes asks for one page of Nodes and gives each to each as it
+	// is decoded, so a page is never held whole; it returns the page's
+	// resourceVersion and continue token.
+	listNodes(ctx context.Context, opts metav1.ListOptions, each func(*Node)) (metav1.ListMeta, error)
+	// watchNodes opens a watch: err is the request's outcome, the events
+	// are read from the stream it returns.
+	watchNodes(ctx context.Context, opts metav1.ListOptions) (nodeEvents, error)
 	patchNodeStatus(ctx context.Context, name string, patch []byte) error
 	// server is the API server's URL, for logs.
 	server() string
 }
+
+// nodeEvents is an open watch on Nodes, read by the caller's goroutine:
+// no goroutine or channel stands between the connection and the caller.
+type nodeEvents interface {
+	// next returns the next event: its type (watch.Added, Modified,
+	// Deleted or Bookmark) and Node. An ERROR event is returned as its
+	// *apierrors.StatusError, the server ending the watch as io.EOF.
+	next() (watch.EventType, *Node, error)
+	close()
+}
+
+// watchIdle ends a watch that brought no event, bookmarks included, for
+// this long: its connection may be dead without a reset.
+const watchIdle = 3 * time.Minute
 
 // requestTimeout bounds one GET or PATCH, so that a server that accepted
 // the connection and went silent is retried instead of waited on.
@@ -42,6 +62,8 @@ const requestTimeout = 15 * time.Second
 type restAPI struct {
 	c    rest.Interface
 	host string
+	// watch is c over HTTP/1.1, for the Node watch (watchNodes).
+	watch rest.Interface
 }
 
 // coreV1Codecs know our types and the meta types, nothing else. Built on
@@ -71,7 +93,13 @@ func newRESTAPI(cfg *rest.Config) (*restAPI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create Kubernetes client for %s: %w", c.Host, err)
 	}
-	return &restAPI{c: rc, host: c.Host}, nil
+	w := rest.CopyConfig(c)
+	w.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	wc, err := rest.RESTClientFor(w)
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client for %s: %w", c.Host, err)
+	}
+	return &restAPI{c: rc, host: c.Host, watch: wc}, nil
 }
 
 func (r *restAPI) server() string { return r.host }
@@ -84,15 +112,49 @@ func (r *restAPI) getPod(ctx context.Context, namespace, name string) (*Pod, err
 	return p, err
 }
 
-func (r *restAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error) {
-	l := &NodeList{}
-	err := r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(l)
-	return l, err
+// listNodes reads the answer as it arrives (decodeNodeList): a page of
+// 500 kubelet Nodes is several MB, of which we keep a few hundred bytes
+// a Node.
+func (r *restAPI) listNodes(ctx context.Context, opts metav1.ListOptions, each func(*Node)) (metav1.ListMeta, error) {
+	body, err := r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
+	if err != nil {
+		return metav1.ListMeta{}, err
+	}
+	defer body.Close()
+	meta, err := decodeNodeList(bufio.NewReaderSize(body, 32<<10), each)
+	if err != nil {
+		return meta, fmt.Errorf("list nodes: %w", err)
+	}
+	return meta, nil
 }
 
-func (r *restAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+// watchNodes opens the stream; the events are decoded by whoever reads
+// them (watchStream), not by a goroutine of the client's.
+//
+// The watch has a connection of its own, over HTTP/1.1: the body is then
+// read from the socket by the goroutine that decodes it. Over HTTP/2 the
+// transport's read loop reads every frame and hands it over, and that
+// hand-over (a wake-up of a second thread per event) cost more CPU than
+// decoding and comparing the Node. HTTP/2 checks a silent connection
+// with pings; HTTP/1.1 has no such thing, so a watch that brings nothing
+// for watchIdle (the API server sends a bookmark about every minute) is
+// ended and opened again.
+//
+// The watch keeps gzip, as lists do. Over HTTP/2 asking for none saved
+// CPU (the profile had inflating at a tenth); over HTTP/1.1 it costs it:
+// the API server's gzip stream keeps its dictionary across events, so a
+// heartbeat, much like the last one, arrives as a few dozen bytes, and
+// decrypting and reading its full size costs more than inflating it
+// (docs/benchmarks.md).
+func (r *restAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (nodeEvents, error) {
 	opts.Watch = true
-	return r.c.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	body, err := r.watch.Get().Resource("nodes").VersionedParams(&opts, metav1.ParameterCodec).Stream(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return newWatchStream(body, cancel, watchIdle), nil
 }
 
 func (r *restAPI) patchNodeStatus(ctx context.Context, name string, patch []byte) error {

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +28,8 @@ import (
 
 // fakeAPI is a small API server in memory: Nodes with resource versions,
 // an event log that watches replay from any version still kept, a
-// compaction that makes older watches fail with 410 (the reflector then
-// re-lists), and an outage switch that refuses connections and cuts the
+// compaction that makes older watches fail with 410 (the Node watch
+// then re-lists), and an outage switch that refuses connections and cuts the
 // open watches.
 type fakeAPI struct {
 	mu      sync.Mutex
@@ -71,18 +74,33 @@ func (f *fakeAPI) getPod(ctx context.Context, ns, name string) (*Pod, error) {
 	return p.DeepCopyObject().(*Pod), nil
 }
 
-func (f *fakeAPI) listNodes(ctx context.Context, opts metav1.ListOptions) (*NodeList, error) {
+// listNodes serves pages of opts.Limit Nodes in name order; the continue
+// token is the last name served (enough for tests that do not change
+// Nodes between pages).
+func (f *fakeAPI) listNodes(ctx context.Context, opts metav1.ListOptions, each func(*Node)) (metav1.ListMeta, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
-		return nil, errRefused
+		return metav1.ListMeta{}, errRefused
 	}
 	f.lists++
-	l := &NodeList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}}
-	for _, n := range f.nodes {
-		l.Items = append(l.Items, *n.DeepCopy())
+	names := slices.Sorted(maps.Keys(f.nodes))
+	if opts.Continue != "" {
+		i, _ := slices.BinarySearch(names, opts.Continue)
+		if i < len(names) && names[i] == opts.Continue {
+			i++
+		}
+		names = names[i:]
 	}
-	return l, nil
+	meta := metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}
+	if opts.Limit > 0 && int64(len(names)) > opts.Limit {
+		names = names[:opts.Limit]
+		meta.Continue = names[len(names)-1]
+	}
+	for _, name := range names {
+		each(f.nodes[name].DeepCopy())
+	}
+	return meta, nil
 }
 
 type fakeWatch struct {
@@ -91,10 +109,23 @@ type fakeWatch struct {
 	once sync.Once
 }
 
-func (w *fakeWatch) Stop()                          { w.once.Do(func() { close(w.stop) }) }
-func (w *fakeWatch) ResultChan() <-chan watch.Event { return w.ch }
+func (w *fakeWatch) Stop()  { w.once.Do(func() { close(w.stop) }) }
+func (w *fakeWatch) close() { w.Stop() }
 
-func (f *fakeAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+// next is what the REST client's stream gives: io.EOF when the watch
+// ended, a *StatusError for an ERROR event.
+func (w *fakeWatch) next() (watch.EventType, *Node, error) {
+	ev, ok := <-w.ch
+	if !ok {
+		return "", nil, io.EOF
+	}
+	if ev.Type == watch.Error {
+		return "", nil, apierrors.FromObject(ev.Object)
+	}
+	return ev.Type, ev.Object.(*Node).DeepCopy(), nil
+}
+
+func (f *fakeAPI) watchNodes(ctx context.Context, opts metav1.ListOptions) (nodeEvents, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
@@ -335,7 +366,6 @@ func startManager(t *testing.T, fake *fakeAPI, own string, cfg string, o Options
 		t.Fatal(err)
 	}
 	m := newManager(o, k, fake, own, nil)
-	m.noWatchList = true
 	m.now = func() time.Time { return time.Date(2026, 5, 4, 3, 2, 1, 0, time.UTC) }
 	t.Cleanup(m.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -358,13 +388,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// cachedRV is the resource version of name in m's informer cache.
+// cachedRV is the resource version of name as m's Node watch last saw it.
 func cachedRV(m *Manager, name string) string {
-	obj, ok, _ := m.store.GetByKey(name)
-	if !ok {
-		return ""
+	if n := m.peers.node(name); n != nil {
+		return n.ResourceVersion
 	}
-	return obj.(*Node).ResourceVersion
+	return ""
 }
 
 // synced waits until m's cache has caught up with fake for name.

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 )
 
 // DefaultNetConfigPath is --net-config-path's default, upstream's mount of
@@ -43,7 +41,7 @@ type Options struct {
 // Manager is the Kubernetes lease source (subnet.Manager): the network
 // config from a file, our subnets from our Node's podCIDRs, our lease
 // attributes published as annotations on our Node, and the peers from one
-// informer on all Nodes.
+// list and watch of all Nodes.
 type Manager struct {
 	opt  Options
 	log  *slog.Logger
@@ -53,16 +51,15 @@ type Manager struct {
 	*reporter
 
 	peers *peers
-	// noWatchList is for fakes (listWatch).
-	noWatchList bool
-	now         func() time.Time
+	now   func() time.Time
 
-	life  context.Context // ends at Close; the informer runs in it
-	stop  context.CancelFunc
-	start sync.Once
-	ran   chan struct{} // closed when the informer goroutine has returned
-	store cache.Store
-	ctrl  cache.Controller
+	life    context.Context // ends at Close; the Node watch runs in it
+	stop    context.CancelFunc
+	start   sync.Once
+	started bool          // the Node watch was started (not Close first)
+	ran     chan struct{} // closed when the Node watch's goroutine has returned
+	synced  chan struct{} // closed when the first list of the Nodes is in
+	sync1   sync.Once
 
 	mu      sync.Mutex
 	logged  map[string]bool // one-off log lines already written
@@ -131,7 +128,7 @@ func newManager(o Options, k Keys, a api, node string, rep *reporter) *Manager {
 	return &Manager{
 		opt: o, log: o.Log, keys: k, node: node, api: a, reporter: rep,
 		peers: newPeers(o.Log, k, node, life.Done()),
-		now:   time.Now, life: life, stop: stop, ran: make(chan struct{}),
+		now:   time.Now, life: life, stop: stop, ran: make(chan struct{}), synced: make(chan struct{}),
 		logged: map[string]bool{},
 	}
 }
@@ -161,7 +158,7 @@ func nodeName(ctx context.Context, getenv func(string) string, a api, rep *repor
 	}
 }
 
-// Close stops the informer and waits for it; nothing of the Manager runs
+// Close stops the Node watch and waits for it; nothing of the Manager runs
 // afterwards. Keep, Acquire and the peer source's Run return.
 func (m *Manager) Close() {
 	m.stop()
@@ -234,19 +231,12 @@ func ParseNetConf(raw []byte) (*subnet.Config, error) {
 	return nil, err
 }
 
-// ownNode is our Node as the informer last saw it (compact), nil when the
-// cache does not hold it.
-func (m *Manager) ownNode() *Node {
-	if m.store == nil {
-		return nil
-	}
-	obj, ok, err := m.store.GetByKey(m.node)
-	if err != nil || !ok {
-		return nil
-	}
-	n, _ := obj.(*Node)
-	return n
-}
+// ownNode is our Node as the watch last saw it (compact), nil when the
+// watch has not seen it (or saw it deleted).
+func (m *Manager) ownNode() *Node { return m.peers.node(m.node) }
+
+// listed marks the first list of the Nodes done.
+func (m *Manager) listed() { m.sync1.Do(func() { close(m.synced) }) }
 
 // once reports whether the line keyed key has not been logged yet, and
 // marks it logged.
@@ -270,42 +260,39 @@ func (m *Manager) cleared(key string) bool {
 	return was
 }
 
-// Start runs the Node informer (once; it runs until Close), waits until it
-// has synced, then until it holds our Node. It returns ctx.Err() if ctx
-// ends first; the informer keeps running.
+// Start runs the Node watch (once; it runs until Close), waits until the
+// first list of the Nodes is in, then until it holds our Node. It returns
+// ctx.Err() if ctx ends first; the watch keeps running.
 func (m *Manager) Start(ctx context.Context, cfg *subnet.Config) error {
 	m.start.Do(func() {
 		m.peers.v4, m.peers.v6 = cfg.EnableIPv4, cfg.EnableIPv6
-		lg := clientGoLogger(m.log)
-		m.store, m.ctrl = cache.NewInformerWithOptions(cache.InformerOptions{
-			Logger:        &lg,
-			ListerWatcher: m.listWatch(),
-			ObjectType:    &Node{},
-			Handler:       m.peers,
-			Transform:     m.keys.compact,
-		})
+		m.started = true
 		go func() {
 			defer close(m.ran)
-			m.ctrl.RunWithContext(klog.NewContext(m.life, lg))
+			m.watchNodes(m.life)
 		}()
 	})
-	if m.ctrl == nil {
+	if !m.started {
 		return errors.New("subnet/kube: Start after Close")
 	}
 	began := time.Now()
-	if !m.ctrl.HasSynced() {
+	select {
+	case <-m.synced:
+	default:
+		// The line texts are upstream's (its informer is its "node
+		// controller"); the benchmark and operators look for them.
 		if m.once("sync") {
 			m.log.Info("Waiting for node controller to sync", "server", m.api.server())
 		}
 		select {
-		case <-m.ctrl.HasSyncedChecker().Done():
+		case <-m.synced:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.life.Done():
 			return errors.New("subnet/kube: closed")
 		}
 		leases, _ := m.peers.TakeAll()
-		m.log.Info("Node controller sync successful", "nodes", len(m.store.ListKeys()), "peers", len(leases), "took", time.Since(began).Round(time.Millisecond))
+		m.log.Info("Node controller sync successful", "nodes", m.peers.count(), "peers", len(leases), "took", time.Since(began).Round(time.Millisecond))
 	}
 	m.peers.setSynced()
 	for m.ownNode() == nil {

@@ -133,7 +133,7 @@ func TestAcquireRetriesPatch(t *testing.T) {
 	if err != nil || l.Subnet != pfx("10.244.1.0/24") || retries.Load() != 2 || len(fake.patchCalls()) != 3 {
 		t.Errorf("Acquire = %v, %v after %d retries, %d patches", l, err, retries.Load(), len(fake.patchCalls()))
 	}
-	// Once, or twice if the informer's watch got through between the
+	// Once, or twice if the Node watch got through between the
 	// two failures (it ends the outage).
 	if n := logs.count("Kubernetes API server unreachable"); n < 1 || n > 2 {
 		t.Errorf("outage logged %d times:\n%s", n, logs)
@@ -156,7 +156,6 @@ func TestAcquireMissingNode(t *testing.T) {
 	log, logs := newLog()
 	k, _ := KeysFor(DefaultPrefix)
 	m := newManager(Options{Log: log}, k, fake, "n1", nil)
-	m.noWatchList = true
 	defer m.Close()
 	started := make(chan error, 1)
 	go func() { started <- m.Start(t.Context(), mustConfig(t, cfgV4)) }()

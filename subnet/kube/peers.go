@@ -9,16 +9,16 @@ import (
 	"sync"
 
 	"github.com/flannelng/flannel/subnet"
-	"k8s.io/client-go/tools/cache"
 )
 
 // peers is the PeerSource: the leases of the managed Nodes, kept by the
-// Node informer's handlers. A handler only converts the Node's few
-// flannel fields (the transform already dropped the rest), updates the map
-// under the lock and sets a coalesced signal, so the informer never waits
-// on the daemon (upstream blocked it on a full channel, #719). Like the
-// etcd Watcher, consumers read the whole set or what changed since they
-// last read, never a stream of events to replay.
+// Node watch (watchNodes), and the compact Nodes they come from. Each
+// event only converts the Node's few flannel fields (compact already
+// dropped the rest), updates the maps under the lock and sets a coalesced
+// signal, so the watch never waits on the daemon (upstream blocked its
+// informer on a full channel, #719). Like the etcd Watcher, consumers read
+// the whole set or what changed since they last read, never a stream of
+// events to replay.
 type peers struct {
 	log    *slog.Logger
 	keys   Keys
@@ -29,7 +29,10 @@ type peers struct {
 	updated    chan struct{}
 	ownChanged chan struct{} // our Node's flannel fields or identity changed
 
-	mu     sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// nodes is every Node as the watch last saw it, compact; a Node in
+	// it is never changed, only replaced.
+	nodes  map[string]*Node
 	leases map[string]subnet.Lease
 	synced bool
 	// pending holds, for each node changed since the consumer last took
@@ -57,13 +60,13 @@ func newPeers(log *slog.Logger, k Keys, own string, done <-chan struct{}) *peers
 	return &peers{
 		log: log, keys: k, own: own, done: done, v4: true,
 		updated: make(chan struct{}, 1), ownChanged: make(chan struct{}, 1),
-		leases: map[string]subnet.Lease{}, pending: map[string]prior{}, logged: map[string]string{},
+		nodes: map[string]*Node{}, leases: map[string]subnet.Lease{}, pending: map[string]prior{}, logged: map[string]string{},
 	}
 }
 
 var _ subnet.PeerSource = (*peers)(nil)
 
-// Run returns when ctx ends or the Manager is closed: the informer that
+// Run returns when ctx ends or the Manager is closed: the watch that
 // keeps the set runs from Start until Close.
 func (p *peers) Run(ctx context.Context) {
 	select {
@@ -75,8 +78,8 @@ func (p *peers) Run(ctx context.Context) {
 // Updated fires (coalesced) after the set changed.
 func (p *peers) Updated() <-chan struct{} { return p.updated }
 
-// TakeAll returns every managed node's lease, and whether the informer has
-// synced; the pending changes are part of it.
+// TakeAll returns every managed node's lease, and whether the first list
+// of the Nodes is in; the pending changes are part of it.
 func (p *peers) TakeAll() ([]subnet.Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -122,41 +125,57 @@ func signal(c chan struct{}) {
 	}
 }
 
-// OnAdd, OnUpdate and OnDelete make peers the informer's handler.
-func (p *peers) OnAdd(obj any, _ bool) {
-	if n, ok := obj.(*Node); ok {
-		p.apply(n)
-	}
+// node is the compact Node name, nil when the watch has not seen it.
+func (p *peers) node(name string) *Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nodes[name]
 }
 
-func (p *peers) OnUpdate(oldObj, newObj any) {
-	o, _ := oldObj.(*Node)
-	n, ok := newObj.(*Node)
-	if !ok {
+// count is the number of Nodes seen.
+func (p *peers) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.nodes)
+}
+
+// upsert takes a new version of a Node (compact). Kubelet heartbeats,
+// conditions, labels and images change nothing flannel reads: compact
+// kept only our annotations and the podCIDRs, so the two versions compare
+// equal and only the stored Node (its resourceVersion) changes. This is
+// the path almost every Node update takes.
+func (p *peers) upsert(n *Node) {
+	if n == nil {
 		return
 	}
-	// Kubelet heartbeats, conditions, labels and images change nothing
-	// flannel reads: the transform kept only our annotations and the
-	// podCIDRs, so the two compact objects compare equal. This is the
-	// path almost every Node update takes.
-	if o != nil && sameView(o, n) {
+	p.mu.Lock()
+	old := p.nodes[n.Name]
+	p.nodes[n.Name] = n
+	p.mu.Unlock()
+	if old != nil && sameView(old, n) {
 		return
 	}
 	p.apply(n)
 }
 
-func (p *peers) OnDelete(obj any) {
-	// A Node deleted while the watch was down comes back from the relist
-	// as DeletedFinalStateUnknown holding its last known state.
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-		if _, ok := obj.(*Node); !ok {
-			p.remove(d.Key)
-			return
+// replace makes nodes (compact, by name) the whole set, after a list:
+// Nodes not in it were deleted while no watch was open (for a re-list
+// after 410 Gone, deleted and their delete events compacted away), and
+// are removed peers.
+func (p *peers) replace(nodes map[string]*Node) {
+	p.mu.Lock()
+	var gone []string
+	for name := range p.nodes {
+		if _, ok := nodes[name]; !ok {
+			gone = append(gone, name)
 		}
 	}
-	if n, ok := obj.(*Node); ok {
-		p.remove(n.Name)
+	p.mu.Unlock()
+	for _, name := range gone {
+		p.remove(name)
+	}
+	for _, n := range nodes {
+		p.upsert(n)
 	}
 }
 
@@ -219,10 +238,8 @@ func (p *peers) apply(n *Node) {
 
 // remove forgets a deleted Node.
 func (p *peers) remove(name string) {
-	if name == p.own {
-		signal(p.ownChanged)
-	}
 	p.mu.Lock()
+	delete(p.nodes, name)
 	_, had := p.leases[name]
 	if had {
 		p.change(name)
@@ -231,6 +248,9 @@ func (p *peers) remove(name string) {
 	}
 	delete(p.logged, name)
 	p.mu.Unlock()
+	if name == p.own {
+		signal(p.ownChanged) // after the Node left the map: ownNode sees it gone
+	}
 	if had {
 		signal(p.updated)
 	}

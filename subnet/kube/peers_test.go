@@ -9,7 +9,6 @@ import (
 
 	"github.com/flannelng/flannel/subnet"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
 )
 
 // describe renders leases as sorted "subnet[+v6] ip mac-ish" lines.
@@ -104,7 +103,7 @@ func TestPeerSource(t *testing.T) {
 		fake.put(n2)
 	}
 	synced(t, m, fake, "n2")
-	t.Logf("10,000 irrelevant updates through the fake informer: %v", time.Since(began))
+	t.Logf("10,000 irrelevant updates through the fake API server: %v", time.Since(began))
 	if fired(ps.Updated()) {
 		t.Error("irrelevant updates fired Updated")
 	}
@@ -247,29 +246,38 @@ func TestPeerSourceOutage(t *testing.T) {
 	}
 }
 
-func TestPeersDeletedFinalStateUnknown(t *testing.T) {
+// TestPeersRelist: a re-list replaces the set; a Node that is not in it
+// was deleted while no watch was open (client-go's informer handed such
+// Nodes over as DeletedFinalStateUnknown) and is a removed peer.
+func TestPeersRelist(t *testing.T) {
 	k, _ := KeysFor(DefaultPrefix)
 	p := newPeers(discard(), k, "n0", nil)
 	p.setSynced()
+	n0 := peerNode("n0", "10.244.0.0/24", "10.199.0.1", "00:00:00:00:00:00")
 	n1 := peerNode("n1", "10.244.1.0/24", "10.199.0.2", "00:00:00:00:00:01")
-	p.OnAdd(n1, true)
+	p.replace(map[string]*Node{"n0": k.compact(n0), "n1": k.compact(n1)})
 	p.TakeAll()
-	p.OnDelete(cache.DeletedFinalStateUnknown{Key: "n1", Obj: n1})
+	p.replace(map[string]*Node{"n0": k.compact(n0)})
 	gone, came, all := p.Changes()
 	if all || len(came) != 0 || describe(gone) != `10.244.1.0/24 10.199.0.2 vxlan {"VNI":1,"VtepMAC":"00:00:00:00:00:01"}` {
 		t.Errorf("gone %s came %s all %v", describe(gone), describe(came), all)
 	}
-	// Without an object, the key alone is enough.
-	p.OnAdd(n1, false)
-	p.TakeAll()
-	p.OnDelete(cache.DeletedFinalStateUnknown{Key: "n1"})
-	if leases, _ := p.TakeAll(); len(leases) != 0 {
-		t.Errorf("left %s", describe(leases))
+	if p.node("n1") != nil || p.node("n0") == nil || p.count() != 1 {
+		t.Errorf("nodes after the re-list: n0 %v n1 %v, %d", p.node("n0"), p.node("n1"), p.count())
 	}
-	// Junk never panics.
-	p.OnAdd("junk", false)
-	p.OnUpdate(nil, 42)
-	p.OnDelete(nil)
+	// The same Nodes again: nothing changes.
+	p.replace(map[string]*Node{"n0": k.compact(n0)})
+	if gone, came, all := p.Changes(); len(gone)+len(came) != 0 || all {
+		t.Errorf("same list: gone %v came %v all %v", gone, came, all)
+	}
+	// A Node that was never a peer goes without a trace; nil never panics.
+	p.upsert(k.compact(testNode("n2")))
+	p.replace(map[string]*Node{})
+	if leases, _ := p.TakeAll(); len(leases) != 0 || p.count() != 0 {
+		t.Errorf("left %s, %d nodes", describe(leases), p.count())
+	}
+	p.upsert(nil)
+	p.remove("nonexistent")
 }
 
 func TestPeersOverflow(t *testing.T) {
@@ -278,7 +286,7 @@ func TestPeersOverflow(t *testing.T) {
 	p.setSynced()
 	p.TakeAll()
 	for i := range maxPending + 10 {
-		p.OnAdd(peerNode(fmt.Sprintf("n%d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), "10.199.0.2", "00:00:00:00:00:01"), false)
+		p.upsert(peerNode(fmt.Sprintf("n%d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), "10.199.0.2", "00:00:00:00:00:01"))
 	}
 	if _, _, all := p.Changes(); !all {
 		t.Error("more than maxPending changes: want all")
@@ -286,14 +294,14 @@ func TestPeersOverflow(t *testing.T) {
 	if l, _ := p.TakeAll(); len(l) != maxPending+10 {
 		t.Errorf("TakeAll: %d leases", len(l))
 	}
-	p.OnDelete(peerNode("n0", "10.0.0.0/24", "10.199.0.2", "00:00:00:00:00:01"))
+	p.remove("n0")
 	if gone, came, all := p.Changes(); all || len(gone) != 1 || len(came) != 0 {
 		t.Errorf("after TakeAll: gone %d came %d all %v", len(gone), len(came), all)
 	}
 	// Before the sync, consumers must take all.
 	q := newPeers(discard(), k, "n0", nil)
 	if _, synced := q.TakeAll(); synced {
-		t.Error("synced before the informer synced")
+		t.Error("synced before the first list")
 	}
 	if _, _, all := q.Changes(); !all {
 		t.Error("Changes before sync: want all")
@@ -311,21 +319,31 @@ func TestCompact(t *testing.T) {
 		{Type: "Ready", Status: "True"},
 		{Type: "NetworkUnavailable", Status: "False", Reason: "FlannelIsUp"},
 	}
-	obj, _ := k.compact(n)
-	c := obj.(*Node)
+	c := k.compact(n)
 	if c.Name != "n1" || c.UID != "u1" || c.ResourceVersion != "7" || len(c.Labels) != 0 || len(c.ManagedFields) != 0 ||
 		len(c.Annotations) != 4 || c.Annotations["other.io/x"] != "" ||
 		networkCondition(c) != "False/FlannelIsUp" || len(c.Status.Conditions) != 1 ||
 		!slices.Equal(c.Spec.PodCIDRs, n.Spec.PodCIDRs) || c.Spec.PodCIDR != n.Spec.PodCIDR {
 		t.Errorf("compact = %+v", c)
 	}
-	// Idempotent, and what is not a Node passes through.
-	again, _ := k.compact(c)
-	if !sameView(c, again.(*Node)) {
+	// Idempotent.
+	if !sameView(c, k.compact(c)) {
 		t.Error("compact is not idempotent")
 	}
-	d := cache.DeletedFinalStateUnknown{Key: "n1"}
-	if out, _ := k.compact(d); out != d {
-		t.Error("DeletedFinalStateUnknown changed")
+}
+
+// TestListPages: a list comes in pages of listPage Nodes, all of which
+// make the set.
+func TestListPages(t *testing.T) {
+	fake := newFakeAPI()
+	for i := range 2*listPage + 1 {
+		fake.put(peerNode(fmt.Sprintf("n%04d", i), fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256), "10.199.0.2", "00:00:00:00:00:01"))
+	}
+	m, logs := startManager(t, fake, "n0000", cfgV4, Options{})
+	if leases, _ := m.Peers().TakeAll(); len(leases) != 2*listPage+1 || fake.lists != 3 {
+		t.Errorf("%d leases from %d requests", len(leases), fake.lists)
+	}
+	if !strings.Contains(logs.String(), "nodes=1001 peers=1001") {
+		t.Errorf("sync line:\n%s", logs)
 	}
 }

@@ -269,24 +269,30 @@ func (l *NodeList) Unmarshal(data []byte) error {
 		}
 		switch num {
 		case fMetadata:
-			return fields(b, func(num protowire.Number, typ protowire.Type, b []byte, v uint64) error {
-				switch {
-				case num == fListResourceVersion && typ == protowire.BytesType:
-					l.ResourceVersion = string(b)
-				case num == fListContinue && typ == protowire.BytesType:
-					l.Continue = string(b)
-				case num == fListRemainingItemCount && typ == protowire.VarintType:
-					c := int64(v)
-					l.RemainingItemCount = &c
-				}
-				return nil
-			})
+			return unmarshalListMeta(b, &l.ListMeta)
 		case fItems:
 			var n Node
 			if err := n.Unmarshal(b); err != nil {
 				return err
 			}
 			l.Items = append(l.Items, n)
+		}
+		return nil
+	})
+}
+
+// unmarshalListMeta decodes a list's resourceVersion, continue token and
+// remaining count.
+func unmarshalListMeta(data []byte, m *metav1.ListMeta) error {
+	return fields(data, func(num protowire.Number, typ protowire.Type, b []byte, v uint64) error {
+		switch {
+		case num == fListResourceVersion && typ == protowire.BytesType:
+			m.ResourceVersion = string(b)
+		case num == fListContinue && typ == protowire.BytesType:
+			m.Continue = string(b)
+		case num == fListRemainingItemCount && typ == protowire.VarintType:
+			c := int64(v)
+			m.RemainingItemCount = &c
 		}
 		return nil
 	})
