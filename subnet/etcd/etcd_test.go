@@ -691,9 +691,9 @@ func TestWatcherChanges(t *testing.T) {
 
 	// More changes than are worth listing: the consumer takes the set.
 	var last int64
-	for i := 0; i < maxPending+8; i += 100 {
+	for i := 0; i < subnet.MaxPendingLeases+8; i += 100 {
 		var ops []clientv3.Op
-		for j := i; j < min(i+100, maxPending+8); j++ {
+		for j := i; j < min(i+100, subnet.MaxPendingLeases+8); j++ {
 			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/coreos.com/network/subnets/10.5.%d.%d-32", 100+j/256, j%256), `{"PublicIP":"192.168.1.1"}`))
 		}
 		tr, err := cli.Txn(ctx).Then(ops...).Commit()
@@ -704,9 +704,9 @@ func TestWatcherChanges(t *testing.T) {
 	}
 	waitRev(last)
 	if _, _, all := w.Changes(); !all {
-		t.Fatalf("%d changes listed one by one; want the whole set", maxPending+8)
+		t.Fatalf("%d changes listed one by one; want the whole set", subnet.MaxPendingLeases+8)
 	}
-	if ls, _ := w.TakeAll(); len(ls) != 2+maxPending+8 {
+	if ls, _ := w.TakeAll(); len(ls) != 2+subnet.MaxPendingLeases+8 {
 		t.Fatalf("TakeAll after the burst: %d leases", len(ls))
 	}
 	if _, _, all := w.Changes(); all {

@@ -20,31 +20,14 @@ type Watcher struct {
 	m       *Manager
 	updated chan struct{}
 
-	mu     sync.Mutex // guards the fields below
-	leases map[string]subnet.Lease
-	rev    int64
-	synced bool
-	// pending holds, for each key changed since the consumer last took
-	// the set (TakeAll) or the changes (Changes), what the key held then.
-	pending map[string]prior
-	// overflow says the changes are not worth listing one by one (a
-	// re-list, or more changes than a pass over everything costs).
-	overflow bool
+	mu  sync.Mutex // guards the fields below
+	set *subnet.LeaseSet
+	rev int64
 }
-
-// prior is a key's lease as the consumer last saw it.
-type prior struct {
-	lease subnet.Lease
-	had   bool
-}
-
-// maxPending bounds the changes kept one by one; beyond it (or an eighth
-// of the set, if more) the consumer is told to take the whole set.
-const maxPending = 512
 
 // NewWatcher returns a Watcher; call Run.
 func (m *Manager) NewWatcher() *Watcher {
-	return &Watcher{m: m, updated: make(chan struct{}, 1), leases: map[string]subnet.Lease{}, pending: map[string]prior{}}
+	return &Watcher{m: m, updated: make(chan struct{}, 1), set: subnet.NewLeaseSet()}
 }
 
 // NewWatcherFrom returns a Watcher that starts from a listing the caller
@@ -52,10 +35,12 @@ func (m *Manager) NewWatcher() *Watcher {
 // again, so a daemon reads the leases once at start.
 func (m *Manager) NewWatcherFrom(l Listing) *Watcher {
 	w := m.NewWatcher()
+	leases := make(map[string]subnet.Lease, len(l.Leases))
 	for _, lease := range l.Leases {
-		w.leases[m.KeyFor(lease)] = lease
+		leases[m.KeyFor(lease)] = lease
 	}
-	w.rev, w.synced = l.Revision, true
+	w.set.Reset(leases)
+	w.rev = l.Revision
 	w.notify()
 	return w
 }
@@ -71,16 +56,7 @@ func (w *Watcher) Updated() <-chan struct{} { return w.updated }
 func (w *Watcher) Leases() ([]subnet.Lease, bool) {
 	w.lock()
 	defer w.unlock()
-	return w.copyLocked(), w.synced
-}
-
-// copyLocked copies the lease set; call with the lock held.
-func (w *Watcher) copyLocked() []subnet.Lease {
-	out := make([]subnet.Lease, 0, len(w.leases))
-	for _, l := range w.leases {
-		out = append(out, l)
-	}
-	return out
+	return w.set.All()
 }
 
 // TakeAll is Leases for a consumer that also uses Changes: the changes
@@ -89,49 +65,15 @@ func (w *Watcher) copyLocked() []subnet.Lease {
 func (w *Watcher) TakeAll() ([]subnet.Lease, bool) {
 	w.lock()
 	defer w.unlock()
-	clear(w.pending)
-	w.overflow = false
-	return w.copyLocked(), w.synced
+	return w.set.TakeAll()
 }
 
-// Changes returns what changed since the last TakeAll or Changes: gone are
-// the leases as they were then (for deleted and replaced keys), came the
-// current versions of new and replaced keys. all is true when the
-// consumer must call TakeAll instead: before the first listing, after a
-// re-list, or after more changes than are worth listing.
+// Changes returns what changed since the last TakeAll or Changes (see
+// subnet.LeaseSet).
 func (w *Watcher) Changes() (gone, came []subnet.Lease, all bool) {
 	w.lock()
 	defer w.unlock()
-	if !w.synced || w.overflow {
-		return nil, nil, true
-	}
-	for k, p := range w.pending {
-		if p.had {
-			gone = append(gone, p.lease)
-		}
-		if l, ok := w.leases[k]; ok {
-			came = append(came, l)
-		}
-	}
-	clear(w.pending)
-	return gone, came, false
-}
-
-// change records that key is about to change; call with the lock held.
-func (w *Watcher) change(key string) {
-	if w.overflow {
-		return
-	}
-	if _, seen := w.pending[key]; seen {
-		return // the consumer's view is the one recorded first
-	}
-	if len(w.pending) >= max(maxPending, len(w.leases)/8) {
-		w.overflow = true
-		clear(w.pending)
-		return
-	}
-	l, had := w.leases[key]
-	w.pending[key] = prior{l, had}
+	return w.set.Changes()
 }
 
 // Revision is the etcd revision the set reflects.
@@ -164,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context) {
 		return true
 	}
 	w.lock()
-	needList := !w.synced
+	needList := !w.set.Synced()
 	w.unlock()
 	for ctx.Err() == nil {
 		if needList {
@@ -180,9 +122,8 @@ func (w *Watcher) Run(ctx context.Context) {
 				set[m.KeyFor(l)] = l
 			}
 			w.lock()
-			w.leases, w.rev, w.synced = set, rev, true
-			w.overflow = true // consumers take the new set whole
-			clear(w.pending)
+			w.set.Reset(set) // consumers take the new set whole
+			w.rev = rev
 			w.unlock()
 			w.notify()
 			needList = false
@@ -235,19 +176,18 @@ func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
 		w.lock()
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
-			w.change(key)
 			if ev.Type == clientv3.EventTypeDelete {
-				delete(w.leases, key)
+				w.set.Delete(key)
 				continue
 			}
 			l, err := m.decode(key, ev.Kv.Value, ev.Kv.ModRevision)
 			if err != nil {
 				// A malformed write replaces whatever the key held: it must
 				// not keep routing to the old value.
-				delete(w.leases, key)
+				w.set.Delete(key)
 				continue
 			}
-			w.leases[key] = l
+			w.set.Put(key, l)
 		}
 		w.rev = resp.Header.Revision
 		w.unlock()

@@ -32,13 +32,10 @@ type peers struct {
 	mu sync.Mutex // guards the fields below
 	// nodes is every Node as the watch last saw it, compact; a Node in
 	// it is never changed, only replaced.
-	nodes  map[string]*Node
-	leases map[string]subnet.Lease
-	synced bool
-	// pending holds, for each node changed since the consumer last took
-	// the set (TakeAll) or the changes (Changes), what it held then.
-	pending  map[string]prior
-	overflow bool
+	nodes map[string]*Node
+	// set holds the usable leases by Node name, with the changes the
+	// consumer has not read yet.
+	set *subnet.LeaseSet
 	// logged is the last problem logged per node, so that each is
 	// logged once, and again only when it changes.
 	logged map[string]string
@@ -46,21 +43,11 @@ type peers struct {
 	applied int
 }
 
-// prior is a node's lease as the consumer last saw it.
-type prior struct {
-	lease subnet.Lease
-	had   bool
-}
-
-// maxPending bounds the changes kept one by one, as in the etcd Watcher;
-// beyond it (or an eighth of the set, if more) the consumer takes all.
-const maxPending = 512
-
 func newPeers(log *slog.Logger, k Keys, own string, done <-chan struct{}) *peers {
 	return &peers{
 		log: log, keys: k, own: own, done: done, v4: true,
 		updated: make(chan struct{}, 1), ownChanged: make(chan struct{}, 1),
-		nodes: map[string]*Node{}, leases: map[string]subnet.Lease{}, pending: map[string]prior{}, logged: map[string]string{},
+		nodes: map[string]*Node{}, set: subnet.NewLeaseSet(), logged: map[string]string{},
 	}
 }
 
@@ -83,9 +70,7 @@ func (p *peers) Updated() <-chan struct{} { return p.updated }
 func (p *peers) TakeAll() ([]subnet.Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	clear(p.pending)
-	p.overflow = false
-	return slices.Collect(maps.Values(p.leases)), p.synced
+	return p.set.TakeAll()
 }
 
 // Changes returns what changed since the last TakeAll or Changes; all is
@@ -94,26 +79,12 @@ func (p *peers) TakeAll() ([]subnet.Lease, bool) {
 func (p *peers) Changes() (gone, came []subnet.Lease, all bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.synced || p.overflow {
-		return nil, nil, true
-	}
-	for name, pr := range p.pending {
-		if pr.had {
-			gone = append(gone, pr.lease)
-		}
-		if l, ok := p.leases[name]; ok {
-			came = append(came, l)
-		}
-	}
-	clear(p.pending)
-	return gone, came, false
+	return p.set.Changes()
 }
 
 func (p *peers) setSynced() {
 	p.mu.Lock()
-	p.synced = true
-	p.overflow = true // consumers take the synced set whole
-	clear(p.pending)
+	p.set.MarkSynced() // consumers take the synced set whole
 	p.mu.Unlock()
 	signal(p.updated)
 }
@@ -196,16 +167,14 @@ func (p *peers) apply(n *Node) {
 	managed := n.Annotations[p.keys.Managed] == "true"
 
 	p.mu.Lock()
-	old, had := p.leases[n.Name]
+	old, had := p.set.Get(n.Name)
 	change := false
 	switch {
 	case usable && (!had || !sameLease(old, l)):
-		p.change(n.Name)
-		p.leases[n.Name] = l
+		p.set.Put(n.Name, l)
 		change = true
 	case !usable && had:
-		p.change(n.Name)
-		delete(p.leases, n.Name)
+		p.set.Delete(n.Name)
 		change = true
 	}
 	// Unmanaged nodes are not worth a line each (a cluster may have
@@ -240,10 +209,8 @@ func (p *peers) apply(n *Node) {
 func (p *peers) remove(name string) {
 	p.mu.Lock()
 	delete(p.nodes, name)
-	_, had := p.leases[name]
+	had := p.set.Delete(name)
 	if had {
-		p.change(name)
-		delete(p.leases, name)
 		p.applied++
 	}
 	delete(p.logged, name)
@@ -254,23 +221,6 @@ func (p *peers) remove(name string) {
 	if had {
 		signal(p.updated)
 	}
-}
-
-// change records that name is about to change; call with the lock held.
-func (p *peers) change(name string) {
-	if p.overflow {
-		return
-	}
-	if _, seen := p.pending[name]; seen {
-		return // the consumer's view is the one recorded first
-	}
-	if len(p.pending) >= max(maxPending, len(p.leases)/8) {
-		p.overflow = true
-		clear(p.pending)
-		return
-	}
-	l, had := p.leases[name]
-	p.pending[name] = prior{l, had}
 }
 
 // sameLease compares everything a lease made from a Node carries.

@@ -285,13 +285,13 @@ func TestPeersOverflow(t *testing.T) {
 	p := newPeers(discard(), k, "n0", nil)
 	p.setSynced()
 	p.TakeAll()
-	for i := range maxPending + 10 {
+	for i := range subnet.MaxPendingLeases + 10 {
 		p.upsert(peerNode(fmt.Sprintf("n%d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), "10.199.0.2", "00:00:00:00:00:01"))
 	}
 	if _, _, all := p.Changes(); !all {
-		t.Error("more than maxPending changes: want all")
+		t.Error("more than subnet.MaxPendingLeases changes: want all")
 	}
-	if l, _ := p.TakeAll(); len(l) != maxPending+10 {
+	if l, _ := p.TakeAll(); len(l) != subnet.MaxPendingLeases+10 {
 		t.Errorf("TakeAll: %d leases", len(l))
 	}
 	p.remove("n0")
