@@ -285,17 +285,6 @@ func renderNodeTable(w io.Writer, views []nodeView) error {
 	return nil
 }
 
-// renderNodeJSON writes the views as an indented JSON array ([] when
-// empty).
-func renderNodeJSON(w io.Writer, views []nodeView) error {
-	if views == nil {
-		views = []nodeView{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(views)
-}
-
 // kubeKeys checks --kube-annotation-prefix as flanneld does (empty means
 // flanneld's default); a bad one is a usage error.
 func kubeKeys(prefix string) (kube.Keys, error) {
@@ -326,7 +315,7 @@ func cmdKubeLeases(ctx context.Context, a *app, o *options, c *cmdFlags) error {
 	}
 	views := buildNodeViews(ns, k)
 	if c.output == "json" {
-		return renderNodeJSON(a.stdout, views)
+		return renderJSON(a.stdout, views)
 	}
 	return renderNodeTable(a.stdout, views)
 }

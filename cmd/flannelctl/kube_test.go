@@ -128,7 +128,7 @@ n10   10.244.10.0/24  -            192.168.50.10  vxlan    a2:2a:fd:9f:55:f3  ye
 
 func TestNodeLeaseJSON(t *testing.T) {
 	var b bytes.Buffer
-	if err := renderNodeJSON(&b, buildNodeViews(sampleNodes(), defaultKeys(t))); err != nil {
+	if err := renderJSON(&b, buildNodeViews(sampleNodes(), defaultKeys(t))); err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any
@@ -184,7 +184,7 @@ func TestNodeLeaseJSON(t *testing.T) {
 		t.Errorf("n13: %q (partial %v)", v.Error, v.partial)
 	}
 	b.Reset()
-	if err := renderNodeJSON(&b, buildNodeViews(nil, defaultKeys(t))); err != nil || b.String() != "[]\n" {
+	if err := renderJSON(&b, buildNodeViews(nil, defaultKeys(t))); err != nil || b.String() != "[]\n" {
 		t.Errorf("empty: %q %v", b.String(), err)
 	}
 }

@@ -215,10 +215,11 @@ func renderTable(w io.Writer, views []leaseView) error {
 	return nil
 }
 
-// renderJSON writes the views as an indented JSON array ([] when empty).
-func renderJSON(w io.Writer, views []leaseView) error {
+// renderJSON writes the views (etcd keys or Nodes) as an indented JSON
+// array ([] when empty).
+func renderJSON[V any](w io.Writer, views []V) error {
 	if views == nil {
-		views = []leaseView{}
+		views = []V{}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
