@@ -156,3 +156,30 @@ func TestSizeLike(t *testing.T) {
 		t.Errorf("a /17 in a /16: err %v, SubnetLen %d", err, c.SubnetLen)
 	}
 }
+
+// SubnetCount shifts a 128-bit difference right by the host bits; at 64 and
+// more the count comes from the high word alone, a path the IPv4 tests never
+// take. SubnetMin skips the network's first subnet, so a /48 holds 65,535
+// usable /64s.
+func TestSubnetCountIPv6(t *testing.T) {
+	tests := []struct {
+		cfg  string
+		want uint64
+	}{
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":64}`, 65535},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`, 255},                         // default /64: shift exactly 64
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/32","IPv6SubnetLen":48}`, 65535},    // shift 80
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":80}`, 65535},    // shift 48, low word only
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":112}`, 1 << 62}, // 2^64-1: saturates
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":64,"IPv6SubnetMin":"fd00:0:0:10::","IPv6SubnetMax":"fd00:0:0:1f::"}`, 16},
+	}
+	for _, tt := range tests {
+		c, err := ParseConfig([]byte(tt.cfg))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.cfg, err)
+		}
+		if got := c.SubnetCount(true); got != tt.want {
+			t.Errorf("%s: SubnetCount(v6) = %d, want %d", tt.cfg, got, tt.want)
+		}
+	}
+}
