@@ -150,8 +150,18 @@ func compactRaw(r json.RawMessage) json.RawMessage {
 // EncodeAttrs returns the etcd value for attrs.
 func EncodeAttrs(a LeaseAttrs) ([]byte, error) { return json.Marshal(a) }
 
+// MaxLeaseValue is the largest lease value DecodeAttrs accepts. What
+// flanneld writes is under 300 bytes (a dual-stack vxlan lease); any
+// program with write access to the prefix can put megabytes there, and
+// every node would decode them on every listing and watch event, and keep
+// them in memory. 64 KiB leaves room for any backend's data.
+const MaxLeaseValue = 64 << 10
+
 // DecodeAttrs parses an etcd lease value.
 func DecodeAttrs(value []byte) (LeaseAttrs, error) {
+	if len(value) > MaxLeaseValue {
+		return LeaseAttrs{}, fmt.Errorf("decode lease value: %d bytes, more than the %d a lease value may hold", len(value), MaxLeaseValue)
+	}
 	var a LeaseAttrs
 	if err := json.Unmarshal(value, &a); err != nil {
 		return LeaseAttrs{}, fmt.Errorf("decode lease value: %w", err)

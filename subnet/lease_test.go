@@ -2,9 +2,11 @@ package subnet
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +65,30 @@ func TestLeaseAttrsLenient(t *testing.T) {
 		if _, err := DecodeAttrs([]byte(bad)); err == nil {
 			t.Errorf("DecodeAttrs(%s) accepted", bad)
 		}
+	}
+}
+
+// A lease value is written by any program with access to the prefix; one
+// of megabytes (a stray upload, a hostile writer) must not be decoded, and
+// the error must say why, with the size, so the operator finds the key.
+func TestDecodeAttrsSizeCap(t *testing.T) {
+	value := func(n int) []byte {
+		head := `{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"Pad":"`
+		tail := `"}}`
+		return []byte(head + strings.Repeat("x", n-len(head)-len(tail)) + tail)
+	}
+	if _, err := DecodeAttrs(value(MaxLeaseValue)); err != nil {
+		t.Fatalf("a value of exactly %d bytes: %v", MaxLeaseValue, err)
+	}
+	_, err := DecodeAttrs(value(MaxLeaseValue + 1))
+	if err == nil {
+		t.Fatalf("a value of %d bytes was decoded", MaxLeaseValue+1)
+	}
+	if want := fmt.Sprintf("%d bytes", MaxLeaseValue+1); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the size (%s)", err, want)
+	}
+	if _, err := DecodeAttrs(value(4 << 20)); err == nil || !strings.Contains(err.Error(), "4194304 bytes") {
+		t.Errorf("4 MiB value: %v", err)
 	}
 }
 
