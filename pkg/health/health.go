@@ -13,6 +13,28 @@ import (
 	"time"
 )
 
+// timeouts bound what one client can hold of the server. The health port
+// is often open to the whole node network (upstream's default address is
+// 0.0.0.0): without them a client that sends its request slowly, reads the
+// answer slowly or keeps idle connections open ties up a goroutine and a
+// socket each, without limit.
+type timeouts struct {
+	readHeader time.Duration // request line and headers
+	read       time.Duration // the whole request
+	write      time.Duration // from the end of the headers to the end of the answer
+	idle       time.Duration // between requests on a kept-alive connection
+}
+
+// defaultTimeouts are generous for a probe or a scrape of /metrics (a few
+// kB, answered in microseconds), and keep a scraper's connection across
+// the usual 15 s to 60 s scrape intervals.
+var defaultTimeouts = timeouts{
+	readHeader: 5 * time.Second,
+	read:       10 * time.Second,
+	write:      30 * time.Second,
+	idle:       2 * time.Minute,
+}
+
 // Server is the health HTTP server. Its readiness starts false.
 type Server struct {
 	ready atomic.Bool
@@ -23,6 +45,10 @@ type Server struct {
 // Listen binds addr (host:port) and returns a server ready to Serve. A
 // listen failure is an error, not a panic as upstream's.
 func Listen(addr string, extra map[string]http.Handler) (*Server, error) {
+	return listen(addr, extra, defaultTimeouts)
+}
+
+func listen(addr string, extra map[string]http.Handler, t timeouts) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("health server: listen on %s: %w", addr, err)
@@ -47,7 +73,13 @@ func Listen(addr string, extra map[string]http.Handler) (*Server, error) {
 	for p, h := range extra {
 		mux.Handle(p, h)
 	}
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+	}
 	return s, nil
 }
 
