@@ -22,11 +22,12 @@ import (
 	"fmt"
 
 	"github.com/flannelng/flannel/backend"
+	"github.com/flannelng/flannel/subnet"
 )
 
-// BackendType is the lease BackendType this backend writes. Upstream's udp
-// backend writes none (its leases carry only the public IP), so leases with
-// an empty BackendType are accepted as udp peers too.
+// BackendType is the backend's name (Backend.Type). Its leases carry no
+// BackendType, as upstream's (see leaseAttrs); leases with BackendType
+// "udp", which our earlier versions wrote, are udp peers as well.
 const BackendType = "udp"
 
 // DefaultPort is upstream's UDP port.
@@ -93,4 +94,11 @@ func checkConfig(cfg backend.Config) error {
 			cfg.Ext.MTU, cfg.Ext.Name, cfg.Ext.MTU-encapOverhead, DeviceName, minTunnelMTU)
 	}
 	return nil
+}
+
+// leaseAttrs is what our lease advertises: the public IP and no
+// BackendType, byte for byte upstream's udp lease. In Kubernetes mode that
+// is the empty backend-type annotation upstream writes too.
+func leaseAttrs(cfg backend.Config) subnet.LeaseAttrs {
+	return subnet.LeaseAttrs{PublicIP: cfg.Ext.ExtAddr}
 }

@@ -89,7 +89,7 @@ func (b *udpBackend) Prepare(ctx context.Context, prev *subnet.LeaseAttrs) (subn
 			return subnet.LeaseAttrs{}, err
 		}
 	}
-	return subnet.LeaseAttrs{PublicIP: b.cfg.Ext.ExtAddr, BackendType: BackendType}, nil
+	return leaseAttrs(b.cfg), nil
 }
 
 // ensureDevice runs the device check and hands a new descriptor to the

@@ -123,6 +123,33 @@ func TestPlanRoutes(t *testing.T) {
 	}
 }
 
+// Our lease's value is byte for byte what upstream's udp backend writes:
+// the public IP and nothing else, no BackendType. Upstream nodes use every
+// lease whatever its type, so this is for the tools and operators that
+// read the value (and a mixed cluster looks uniform); we accept both forms.
+func TestLeaseValueAsUpstream(t *testing.T) {
+	cfg := backend.Config{EnableIPv4: true, Ext: backend.ExternalInterface{ExtAddr: netip.MustParseAddr("172.31.0.1")}}
+	v, err := subnet.EncodeAttrs(leaseAttrs(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"PublicIP":"172.31.0.1","PublicIPv6":null}`; string(v) != want {
+		t.Errorf("lease value %s, want upstream's %s", v, want)
+	}
+}
+
+// Both forms of a udp lease are udp peers: upstream's (no BackendType) and
+// the "udp" our earlier versions wrote; whatever the order they come in.
+func TestPlanRoutesBothForms(t *testing.T) {
+	own := netip.MustParseAddr("172.31.0.1")
+	for _, typ := range []string{"", "udp"} {
+		routes, skipped := planRoutes([]subnet.Lease{lease("10.5.2.0/24", "172.31.0.2", typ)}, 8285, own)
+		if len(routes) != 1 || len(skipped) != 0 {
+			t.Errorf("BackendType %q: routes %v, skipped %v", typ, routes, skipped)
+		}
+	}
+}
+
 // subnet4 is a compact lease description for tests.
 type subnet4 struct{ sn, pub string }
 
