@@ -231,10 +231,21 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	saved, err := parseScratch(sc.data)
 	if err != nil {
-		// Upstream returns success here and leaks the veth and the IP until a
-		// reboot (flannel-io/cni-plugin#33). An error keeps the file, so an
-		// operator can repair it and the runtime's retry can clean up.
-		return fmt.Errorf("saved delegate config %s is unusable (kept for inspection): %w", sc.path, err)
+		// Nothing can replay this file: not us, not a retry. An error
+		// here keeps the pod Terminating for ever (the runtime retries DEL
+		// with the same file), so DEL succeeds, as upstream's does
+		// (flannel-io/cni-plugin#33), and the file is moved aside for the
+		// operator. The delegate's state for this attachment (the veth,
+		// the IP) is left to the runtime's GC and the delegate's own.
+		aside, mvErr := moveScratchAside(sc.path)
+		if mvErr != nil {
+			logger.Warn("saved delegate config is unusable and could not be moved aside; DEL counted as done",
+				"path", sc.path, "error", err, "move_error", mvErr)
+			return nil
+		}
+		logger.Warn("saved delegate config is unusable; DEL counted as done without calling the delegate, and the file moved aside for inspection",
+			"path", sc.path, "moved_to", aside, "error", err)
+		return nil
 	}
 	if sc.legacy && saved.name != n.Name {
 		// The container-ID-only file belongs to another network sharing

@@ -311,25 +311,51 @@ func TestPluginDelKeepsStateUntilDelegateSucceeds(t *testing.T) {
 	}
 }
 
-func TestPluginDelCorruptScratch(t *testing.T) {
-	p := newNoop(t, "bridge", noopdebug.Debug{})
-	n := newNode(t, "", p.dir)
-	if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(n.dataDir, "ctr1")
-	if err := os.WriteFile(path, []byte(`{"cniVersion":"1.0.0","name":"cbr0","ty`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := n.run(call{cmd: "DEL", args: "DEBUG=" + p.debugFile}, n.conf(`{"name":"cbr0","type":"flannel"}`)).cniError(t, "DEL")
-	if !strings.Contains(e.Msg, path) || !strings.Contains(e.Msg, "failed to parse netconf") {
-		t.Errorf("error %q does not name the file and the problem", e.Msg)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Errorf("corrupt file removed: %v", err)
-	}
-	if d := p.last(); d.Command != "" {
-		t.Errorf("delegate called with %s", d.Command)
+// A saved delegate config that is empty (a crash while an older plugin
+// wrote it in place) or does not parse cannot be replayed. DEL succeeds, as
+// upstream's does: an error would keep the pod Terminating for ever, since
+// the kubelet retries DEL with the same file. The file is moved aside,
+// under a name neither plugin reads as state, for the operator to inspect;
+// the next DEL finds nothing and succeeds too. The delegate is not called:
+// there is nothing to call it with.
+func TestPluginDelUnusableScratch(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":     "",
+		"truncated": `{"cniVersion":"1.0.0","name":"cbr0","ty`,
+		"null":      "null",
+		"no type":   `{"cniVersion":"1.0.0","name":"cbr0"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newNoop(t, "bridge", noopdebug.Debug{})
+			n := newNode(t, "", p.dir)
+			if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(n.dataDir, "ctr1")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stdin := n.conf(`{"name":"cbr0","type":"flannel"}`)
+			o := n.run(call{cmd: "DEL", args: "DEBUG=" + p.debugFile}, stdin)
+			o.mustSucceed(t, "DEL")
+			if !strings.Contains(o.stderr, path) {
+				t.Errorf("stderr does not name the unusable file %s: %q", path, o.stderr)
+			}
+			if d := p.last(); d.Command != "" {
+				t.Errorf("delegate called with %s", d.Command)
+			}
+			aside := filepath.Join(n.dataDir, unusablePrefix+"ctr1")
+			if got := files(t, n.dataDir); !slices.Equal(got, []string{unusablePrefix + "ctr1"}) {
+				t.Fatalf("dataDir %v, want only the file moved aside", got)
+			}
+			if b, err := os.ReadFile(aside); err != nil || string(b) != content {
+				t.Errorf("moved-aside file %q %v, want the original bytes", b, err)
+			}
+			n.run(call{cmd: "DEL", args: "DEBUG=" + p.debugFile}, stdin).mustSucceed(t, "second DEL")
+			if d := p.last(); d.Command != "" {
+				t.Errorf("second DEL called the delegate with %s", d.Command)
+			}
+		})
 	}
 }
 

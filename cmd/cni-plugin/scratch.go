@@ -177,6 +177,22 @@ func removeScratch(path string) error {
 	return nil
 }
 
+// unusablePrefix starts the name of a saved config DEL could not parse,
+// moved aside. A '.' starts no container ID, so neither plugin reads such
+// a file as an attachment's state, and GC leaves it alone.
+const unusablePrefix = ".unusable-"
+
+// moveScratchAside renames the saved config at path to unusablePrefix +
+// its name, in the same directory, and returns the new path. An earlier
+// file moved aside under that name is replaced.
+func moveScratchAside(path string) (string, error) {
+	aside := filepath.Join(filepath.Dir(path), unusablePrefix+filepath.Base(path))
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("move unusable delegate config aside: %w", err)
+	}
+	return aside, nil
+}
+
 // sweepScratch removes the saved configs of network that belong to none of
 // the valid attachments. Files of other networks sharing dataDir, files that
 // do not parse, and names neither plugin writes are left alone. An

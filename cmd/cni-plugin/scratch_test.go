@@ -33,7 +33,7 @@ func TestScratchName(t *testing.T) {
 			t.Errorf("parseScratchName(%q) = %q, %q, %v, %v", got, cid, ifName, legacy, ok)
 		}
 	}
-	for _, junk := range []string{".tmp-abc-123", "abc:", "abc:eth0", ":net1", "abc:a/b", "abc:x:y", "-abc", "abc:0123456789abcdef"} {
+	for _, junk := range []string{".tmp-abc-123", unusablePrefix + "abc", "abc:", "abc:eth0", ":net1", "abc:a/b", "abc:x:y", "-abc", "abc:0123456789abcdef"} {
 		if _, _, _, ok := parseScratchName(junk); ok {
 			t.Errorf("parseScratchName(%q) accepted a name neither plugin writes", junk)
 		}
