@@ -386,6 +386,9 @@ func (n *node) waitForConfig(ctx context.Context) (*subnet.Config, []byte, error
 		if ctx.Err() != nil {
 			return nil, nil, errCancelled
 		}
+		if subnet.IsPermanent(err) {
+			return nil, nil, fmt.Errorf("Couldn't fetch network config: %w", err)
+		}
 		if msg := err.Error(); msg != last {
 			n.log.Error("Couldn't fetch network config: " + msg)
 			last = msg

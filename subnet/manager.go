@@ -2,6 +2,7 @@ package subnet
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 )
 
@@ -72,3 +73,20 @@ type PeerSource interface {
 	// consumer must call TakeAll instead.
 	Changes() (gone, came []Lease, all bool)
 }
+
+// Permanent marks err as one that waiting cannot fix (two configs that
+// disagree, a mode the network cannot run in): the daemon exits with it
+// instead of retrying. errors.Is and errors.As see through it.
+func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }

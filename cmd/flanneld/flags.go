@@ -17,6 +17,9 @@ import (
 type config struct {
 	Etcd   etcdsubnet.ClientConfig
 	Prefix string
+	// EtcdAPI is the keyspace the leases live in: auto, v3, v2 or both
+	// (our addition, for clusters of flannel v0.11; docs/migration.md).
+	EtcdAPI string
 
 	Ifaces     []string
 	IfaceRegex []string
@@ -79,6 +82,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 		return nil
 	})
 	fs.StringVar(&c.Prefix, "etcd-prefix", "/coreos.com/network", "etcd prefix")
+	fs.StringVar(&c.EtcdAPI, "etcd-api", "auto", "etcd keyspace of the config and leases: auto (v3; the v2 store of flannel v0.11 when only it has the config), v3, v2 (as a v0.11 node), both (migration from v2 to v3)")
 	fs.StringVar(&c.Etcd.KeyFile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
 	fs.StringVar(&c.Etcd.CertFile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
 	fs.StringVar(&c.Etcd.CAFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
@@ -187,6 +191,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 }
 
 func (c *config) validate() error {
+	switch c.EtcdAPI {
+	case "auto", "v3", "v2", "both":
+	default:
+		return fmt.Errorf("invalid --etcd-api %q: must be auto, v3, v2 or both", c.EtcdAPI)
+	}
 	if c.RenewMargin <= 0 || c.RenewMargin >= 1440 {
 		return errors.New("Invalid subnet-lease-renew-margin option, out of acceptable range (1 to 1439 minutes)")
 	}

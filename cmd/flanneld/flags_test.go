@@ -42,8 +42,18 @@ func TestParseConfig(t *testing.T) {
 		t.Errorf("env iface: %q", c.Ifaces)
 	}
 	if strings.Join(c.Etcd.Endpoints, ",") != "http://127.0.0.1:4001,http://127.0.0.1:2379" || c.SubnetFile != "/run/flannel/subnet.env" ||
-		c.RenewMargin != 60 || c.IPTablesResync != 5 || !c.IPTablesForwardRule || c.LeaseTTL != 24*time.Hour || c.HealthzIP != "0.0.0.0" {
+		c.RenewMargin != 60 || c.IPTablesResync != 5 || !c.IPTablesForwardRule || c.LeaseTTL != 24*time.Hour || c.HealthzIP != "0.0.0.0" || c.EtcdAPI != "auto" {
 		t.Errorf("defaults: %+v", c)
+	}
+	for _, api := range []string{"auto", "v3", "v2", "both"} {
+		c, err := parseConfig([]string{"--etcd-api", api}, env(nil), &stderr)
+		if err != nil || c.EtcdAPI != api {
+			t.Errorf("--etcd-api %s: %v %+v", api, err, c)
+		}
+		c, err = parseConfig(nil, env(map[string]string{"FLANNELD_ETCD_API": api}), &stderr)
+		if err != nil || c.EtcdAPI != api {
+			t.Errorf("FLANNELD_ETCD_API=%s: %v %+v", api, err, c)
+		}
 	}
 }
 
@@ -62,6 +72,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--public-ip=1.2.3"}, nil, "invalid public IP address: 1.2.3", 2},
 		{nil, map[string]string{"FLANNELD_IP_MASQ": "maybe"}, "invalid value for FLANNELD_IP_MASQ", 2},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`, 2},
+		{[]string{"--etcd-api=v4"}, nil, `invalid --etcd-api "v4": must be auto, v3, v2 or both`, 2},
+		{nil, map[string]string{"FLANNELD_ETCD_API": "V2"}, `invalid --etcd-api "V2"`, 2},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer
