@@ -36,6 +36,13 @@
 //     external interface changing state) marks the state dirty and signals
 //     Changed, so the daemon runs a pass within a second. Echoes of our own
 //     writes match the wanted state and are ignored.
+//   - Conflicts. Two leases can want one object with different values
+//     (cloned machines sharing a VtepMAC, two leases for one subnet). The
+//     lowest claim wins (by gateway, MAC or destination address): a
+//     function of the set of claims alone, so the winner does not move
+//     with the order the lease source hands leases over (map order, new
+//     on every pass), and every node picks the same one. Each contested
+//     object is logged once, and again when its claimants change.
 //   - Errors. A failing kernel call for one row does not stop the others; it
 //     is logged once (again only if its error changes), retried on every
 //     later pass, and counted in the aggregated error the pass returns.

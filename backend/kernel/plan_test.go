@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -203,19 +204,24 @@ func TestPlan(t *testing.T) {
 
 func TestBuildIndexConflicts(t *testing.T) {
 	st := State{
-		Routes: []Route{vxRoute("10.5.2.0/24", 5), vxRoute("10.5.2.0/24", 6), vxRoute("10.5.2.0/24", 5)},
-		FDB:    []FDB{{5, macB, addr("172.31.0.2")}, {5, macB, addr("172.31.0.3")}},
-		Neighs: []Neigh{{5, addr("10.5.2.0"), macA}, {5, addr("10.5.2.0"), macB}},
+		Routes: []Route{vxRoute("10.5.2.0/24", 6), vxRoute("10.5.2.0/24", 5), vxRoute("10.5.2.0/24", 6)},
+		FDB:    []FDB{{5, macB, addr("172.31.0.3")}, {5, macB, addr("172.31.0.2")}, {5, macB, addr("172.31.0.4")}},
+		Neighs: []Neigh{{5, addr("10.5.2.0"), macB}, {5, addr("10.5.2.0"), macA}},
 	}
 	ix, conflicts := buildIndex(st)
-	if len(conflicts) != 3 {
-		t.Fatalf("conflicts = %v, want 3 (identical duplicates are not conflicts)", conflicts)
+	want := []conflict{
+		{"fdb 02:00:00:00:00:0b dev #5", "dst 172.31.0.2", "dst 172.31.0.3, dst 172.31.0.4"},
+		{"neigh 10.5.2.0 dev #5", "02:00:00:00:00:0a", "02:00:00:00:00:0b"},
+		{"route 10.5.2.0/24", "10.5.2.0/24 via 10.5.2.0 dev #5 onlink", "10.5.2.0/24 via 10.5.2.0 dev #6 onlink"},
+	}
+	if !slices.Equal(conflicts, want) {
+		t.Fatalf("conflicts:\n%v\nwant one per object, the lowest claim kept (identical duplicates are not conflicts):\n%v", conflicts, want)
 	}
 	if got := ix.routes[keyOfRoute(vxRoute("10.5.2.0/24", 5))]; got.LinkIndex != 5 {
-		t.Fatalf("first route must win, got %v", got)
+		t.Fatalf("the lowest route must win, got %v", got)
 	}
 	if ix.fdb[fdbKey{5, macB}] != addr("172.31.0.2") || ix.neighs[neighKey{5, addr("10.5.2.0")}] != macA {
-		t.Fatal("first FDB / neighbour must win")
+		t.Fatal("the lowest FDB destination / neighbour MAC must win")
 	}
 }
 
@@ -436,10 +442,10 @@ func TestDeltaMatchesFullPlan(t *testing.T) {
 func TestClaimRelease(t *testing.T) {
 	m := map[string]int{}
 	var c claims[string]
-	if _, ok := claim(m, &c, "k", 1); !ok {
+	if _, ok := claim(m, &c, "k", 1, cmp.Compare[int]); !ok {
 		t.Fatal("first claim refused")
 	}
-	claim(m, &c, "k", 1)
+	claim(m, &c, "k", 1, cmp.Compare[int])
 	if !release(m, &c, "k", 1) || m["k"] != 1 {
 		t.Fatal("releasing one of two identical claims must keep the key")
 	}
@@ -452,12 +458,15 @@ func TestClaimRelease(t *testing.T) {
 	if release(m, &c, "k", 1) {
 		t.Fatal("release of an unclaimed key must say a full pass is needed")
 	}
-	claim(m, &c, "x", 1)
+	claim(m, &c, "x", 1, cmp.Compare[int])
 	if release(m, &c, "x", 2) {
 		t.Fatal("release with another value than claimed must refuse")
 	}
-	if old, ok := claim(m, &c, "x", 3); ok || old != 1 {
-		t.Fatalf("conflicting claim = %d, %v; want the first value kept and false", old, ok)
+	if prev, ok := claim(m, &c, "x", 3, cmp.Compare[int]); ok || prev != 1 || m["x"] != 1 {
+		t.Fatalf("conflicting claim = %d, %v, kept %d; want 1, false, the lower value kept", prev, ok, m["x"])
+	}
+	if prev, ok := claim(m, &c, "x", 0, cmp.Compare[int]); ok || prev != 1 || m["x"] != 0 {
+		t.Fatalf("lower conflicting claim = %d, %v, kept %d; want 1, false, the lower value kept", prev, ok, m["x"])
 	}
 	if release(m, &c, "x", 1) {
 		t.Fatal("a contested key must not be released by a delta")

@@ -453,6 +453,9 @@ func (r *Reconciler) pruneFailures(ix *index) {
 	}
 }
 
+// logConflicts logs each contested object once, and again only when its
+// claimants change. buildIndex reports one conflict per object with a
+// message that depends on the set of claims alone, not on their order.
 func (r *Reconciler) logConflicts(cs []conflict) {
 	seen := make(map[string]bool, len(cs))
 	for _, c := range cs {
@@ -462,7 +465,7 @@ func (r *Reconciler) logConflicts(cs []conflict) {
 			continue
 		}
 		r.warned[c.key] = msg
-		r.log.Warn("two leases want the same kernel object; keeping the first",
+		r.log.Warn("several leases want the same kernel object; keeping the lowest claim, whatever order the leases come in",
 			"object", c.key, "kept", c.kept, "ignored", c.lost)
 	}
 	for k := range r.warned {

@@ -1,9 +1,12 @@
 package kernel
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -182,9 +185,17 @@ type claims[K comparable] struct {
 	contested map[K]bool
 }
 
-// claim adds a claim of k with value v. It returns the value kept and
-// false when k was already claimed with another value.
-func claim[K, V comparable](m map[K]V, c *claims[K], k K, v V) (V, bool) {
+// claim adds a claim of k with value v. It returns false, and the value k
+// held before, when k was already claimed with another value.
+//
+// Of claims with different values the smallest by cmpV wins, whatever the
+// order they come in: the order of a pass's rows is the order of the lease
+// source's map, which changes from pass to pass, and "the first" moved an
+// FDB entry shared by cloned machines between their hosts on every pass
+// (issue 19). The rule is a function of the set of claims alone, so every
+// node picks the same winner, a restart keeps it, and it changes only when
+// a claimant comes or goes.
+func claim[K, V comparable](m map[K]V, c *claims[K], k K, v V, cmpV func(a, b V) int) (V, bool) {
 	old, ok := m[k]
 	switch {
 	case !ok:
@@ -201,6 +212,12 @@ func claim[K, V comparable](m map[K]V, c *claims[K], k K, v V) (V, bool) {
 			c.contested = map[K]bool{}
 		}
 		c.contested[k] = true
+		if cmpV(v, old) < 0 {
+			m[k] = v
+			// dups counted claims of the old value; a contested key is
+			// never released by a delta, so they are not needed again.
+			delete(c.dups, k)
+		}
 		return old, false
 	}
 }
@@ -226,12 +243,64 @@ func release[K, V comparable](m map[K]V, c *claims[K], k K, v V) bool {
 	return true
 }
 
-// conflict is a wanted row that another wanted row with the same key
-// already claimed (two leases with overlapping subnets or the same MAC).
+// conflict is a kernel object that several wanted rows claim with
+// different values (two leases with overlapping subnets or the same MAC):
+// the value kept, and the others, sorted.
 type conflict struct {
 	key  string
 	kept string
 	lost string
+}
+
+// Total orders of row values, for picking the winner of a contested key.
+func compareRoutes(a, b Route) int {
+	if c := a.Gw.Compare(b.Gw); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.LinkIndex, b.LinkIndex); c != 0 {
+		return c
+	}
+	if a.OnLink != b.OnLink {
+		if !a.OnLink {
+			return -1
+		}
+		return 1
+	}
+	return comparePrefix(a.Dst, b.Dst)
+}
+
+func compareMACs(a, b MAC) int { return bytes.Compare(a[:], b[:]) }
+
+func compareAddrs(a, b netip.Addr) int { return a.Compare(b) }
+
+// rivals collects, for each contested key of one table, the values that
+// claimed it, so that a conflict is reported once per key with its final
+// winner.
+type rivals[K comparable, V comparable] map[K][]V
+
+func (r rivals[K, V]) add(k K, vs ...V) {
+	for _, v := range vs {
+		if !slices.Contains(r[k], v) {
+			r[k] = append(r[k], v)
+		}
+	}
+}
+
+// conflicts renders the contested keys: what m kept, and the rest.
+func (r rivals[K, V]) conflicts(m map[K]V, cmpV func(a, b V) int, key func(K) string, val func(V) string) []conflict {
+	out := make([]conflict, 0, len(r))
+	for k, vs := range r {
+		kept := m[k]
+		slices.SortFunc(vs, cmpV)
+		var lost []string
+		for _, v := range vs {
+			if v != kept {
+				lost = append(lost, val(v))
+			}
+		}
+		out = append(out, conflict{key: key(k), kept: val(kept), lost: strings.Join(lost, ", ")})
+	}
+	return out
 }
 
 func newIndex(s State) *index {
@@ -244,26 +313,42 @@ func newIndex(s State) *index {
 	}
 }
 
+// buildIndex arranges s for lookups. Keys claimed with different values
+// keep the smallest (see claim) and are returned as conflicts, one per
+// key, sorted by key.
 func buildIndex(s State) (*index, []conflict) {
 	ix := newIndex(s)
-	var conflicts []conflict
+	var (
+		routeRivals rivals[routeKey, Route]
+		neighRivals rivals[neighKey, MAC]
+		fdbRivals   rivals[fdbKey, netip.Addr]
+	)
 	for _, r := range s.Routes {
 		r.Dst = r.Dst.Masked()
 		k := keyOfRoute(r)
-		if old, ok := claim(ix.routes, &ix.routeClaims, k, r); !ok {
-			conflicts = append(conflicts, conflict{k.String(), old.String(), r.String()})
+		if prev, ok := claim(ix.routes, &ix.routeClaims, k, r, compareRoutes); !ok {
+			if routeRivals == nil {
+				routeRivals = rivals[routeKey, Route]{}
+			}
+			routeRivals.add(k, prev, r)
 		}
 	}
 	for _, n := range s.Neighs {
 		k := neighKey{n.LinkIndex, n.IP}
-		if old, ok := claim(ix.neighs, &ix.neighClaims, k, n.MAC); !ok {
-			conflicts = append(conflicts, conflict{k.String(), old.String(), n.MAC.String()})
+		if prev, ok := claim(ix.neighs, &ix.neighClaims, k, n.MAC, compareMACs); !ok {
+			if neighRivals == nil {
+				neighRivals = rivals[neighKey, MAC]{}
+			}
+			neighRivals.add(k, prev, n.MAC)
 		}
 	}
 	for _, f := range s.FDB {
 		k := fdbKey{f.LinkIndex, f.MAC}
-		if old, ok := claim(ix.fdb, &ix.fdbClaims, k, f.Dst); !ok {
-			conflicts = append(conflicts, conflict{k.String(), "dst " + old.String(), "dst " + f.Dst.String()})
+		if prev, ok := claim(ix.fdb, &ix.fdbClaims, k, f.Dst, compareAddrs); !ok {
+			if fdbRivals == nil {
+				fdbRivals = rivals[fdbKey, netip.Addr]{}
+			}
+			fdbRivals.add(k, prev, f.Dst)
 		}
 	}
 	for _, d := range s.Devices {
@@ -272,6 +357,14 @@ func buildIndex(s State) (*index, []conflict) {
 		}
 		ix.devices[d.Index] = d
 		ix.names[d.Name] = d.Index
+	}
+	var conflicts []conflict
+	if len(routeRivals)+len(neighRivals)+len(fdbRivals) > 0 {
+		conflicts = append(conflicts, routeRivals.conflicts(ix.routes, compareRoutes, routeKey.String, Route.String)...)
+		conflicts = append(conflicts, neighRivals.conflicts(ix.neighs, compareMACs, neighKey.String, MAC.String)...)
+		dst := func(a netip.Addr) string { return "dst " + a.String() }
+		conflicts = append(conflicts, fdbRivals.conflicts(ix.fdb, compareAddrs, fdbKey.String, dst)...)
+		slices.SortFunc(conflicts, func(a, b conflict) int { return strings.Compare(a.key, b.key) })
 	}
 	return ix, conflicts
 }
@@ -314,19 +407,19 @@ func (ix *index) applyDelta(gone, came State) (keys, bool) {
 		r.Dst = r.Dst.Masked()
 		k := keyOfRoute(r)
 		t.routes[k] = struct{}{}
-		_, claimed := claim(ix.routes, &ix.routeClaims, k, r)
+		_, claimed := claim(ix.routes, &ix.routeClaims, k, r, compareRoutes)
 		ok = ok && claimed
 	}
 	for _, n := range came.Neighs {
 		k := neighKey{n.LinkIndex, n.IP}
 		t.neighs[k] = struct{}{}
-		_, claimed := claim(ix.neighs, &ix.neighClaims, k, n.MAC)
+		_, claimed := claim(ix.neighs, &ix.neighClaims, k, n.MAC, compareMACs)
 		ok = ok && claimed
 	}
 	for _, f := range came.FDB {
 		k := fdbKey{f.LinkIndex, f.MAC}
 		t.fdb[k] = struct{}{}
-		_, claimed := claim(ix.fdb, &ix.fdbClaims, k, f.Dst)
+		_, claimed := claim(ix.fdb, &ix.fdbClaims, k, f.Dst, compareAddrs)
 		ok = ok && claimed
 	}
 	return t, ok

@@ -2,7 +2,10 @@ package udp
 
 import (
 	"encoding/json"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -112,7 +115,7 @@ func TestPlanRoutes(t *testing.T) {
 		"10.5.4.0-24": "Ignoring non-udp subnet 10.5.4.0-24: type=vxlan",
 		"10.5.5.0-24": "no IPv4 public IP",
 		"10.5.6.0-24": "our own public IP",
-		"10.5.2.0-24": "already routed to lease 10.5.2.0-24",
+		"10.5.2.0-24": "goes to lease 10.5.2.0-24, whose public IP 172.31.0.2 is the lowest",
 	} {
 		if !strings.Contains(skipped[key], frag) {
 			t.Errorf("skipped[%s] = %q, want %q", key, skipped[key], frag)
@@ -146,6 +149,35 @@ func TestPlanRoutesBothForms(t *testing.T) {
 		routes, skipped := planRoutes([]subnet.Lease{lease("10.5.2.0/24", "172.31.0.2", typ)}, 8285, own)
 		if len(routes) != 1 || len(skipped) != 0 {
 			t.Errorf("BackendType %q: routes %v, skipped %v", typ, routes, skipped)
+		}
+	}
+}
+
+// Two leases for one subnet (the same subnet under two keys, say one with
+// an IPv6 half) reach the backend in the lease source's map order, which
+// changes from pass to pass: the subnet must go to the same one on every
+// pass, and the other's skip reason must not change (it is logged once).
+func TestPlanRoutesStableWinner(t *testing.T) {
+	own := netip.MustParseAddr("172.31.0.1")
+	peers := []subnet.Lease{
+		lease("10.5.2.0/24", "172.31.0.9", ""),
+		{Subnet: netip.MustParsePrefix("10.5.2.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:0:0:2::/64"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("172.31.0.2")}},
+		{Subnet: netip.MustParsePrefix("10.5.2.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:0:0:5::/64"), Attrs: subnet.LeaseAttrs{BackendType: "udp", PublicIP: netip.MustParseAddr("172.31.0.5")}},
+		lease("10.5.3.0/24", "172.31.0.3", ""),
+	}
+	rnd := rand.New(rand.NewPCG(1, 19))
+	var firstRoutes []route
+	var firstSkipped map[string]string
+	for pass := range 30 {
+		rnd.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+		routes, skipped := planRoutes(peers, 8285, own)
+		slices.SortFunc(routes, func(a, b route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
+		if pass == 0 {
+			firstRoutes, firstSkipped = routes, skipped
+			continue
+		}
+		if !slices.Equal(routes, firstRoutes) || !maps.Equal(skipped, firstSkipped) {
+			t.Fatalf("pass %d: routes %v skipped %v; the first pass: routes %v skipped %v", pass, routes, skipped, firstRoutes, firstSkipped)
 		}
 	}
 }
