@@ -71,3 +71,17 @@ func TestPlannerState(t *testing.T) {
 		t.Fatalf("skipped = %v", fmt.Sprint(skipped))
 	}
 }
+
+// A lease with no BackendType (upstream's udp and alloc leases) is not a
+// host-gw peer, as upstream's host-gw backend decides.
+func TestPlannerIgnoresUntypedLease(t *testing.T) {
+	p := planner{v4: true, own4: netip.MustParsePrefix("10.5.1.0/24"), extIndex: 2}
+	l := subnet.Lease{Subnet: netip.MustParsePrefix("10.5.2.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("172.31.0.2")}}
+	st, skipped := p.state([]subnet.Lease{l})
+	if len(st.Routes) != 0 {
+		t.Errorf("an untyped lease was programmed: %v", st.Routes)
+	}
+	if want := "Ignoring non-host-gw subnet: type="; skipped["10.5.2.0-24"] != want {
+		t.Errorf("skipped %v, want %q", skipped, want)
+	}
+}

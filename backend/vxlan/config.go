@@ -186,6 +186,21 @@ func decodeBackendData(raw json.RawMessage) (vni int, mac kernel.MAC, err error)
 	return int(d.VNI), mac, nil
 }
 
+// checkVtepMAC refuses a VtepMAC no VTEP can have. An all-zeros FDB entry
+// is the vxlan device's default destination: programmed for one peer, it
+// would send every frame the device has no entry for to that peer. A
+// multicast (or broadcast) MAC is never a device's address, and the
+// kernel would refuse it for our own device.
+func checkVtepMAC(mac kernel.MAC) error {
+	switch {
+	case mac.IsZero():
+		return fmt.Errorf("VtepMAC %s is all zeros (the vxlan device's default destination)", mac)
+	case mac[0]&1 != 0:
+		return fmt.Errorf("VtepMAC %s is a multicast address", mac)
+	}
+	return nil
+}
+
 // decodeCanonical reads BackendData in the form every flanneld writes,
 // {"VNI":<n>,"VtepMAC":"xx:xx:xx:xx:xx:xx"}, without encoding/json: a pass
 // over 5,000 peers decodes 5,000 of them, and this costs no allocation

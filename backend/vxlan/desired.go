@@ -13,6 +13,7 @@ type familyPlan struct {
 	enabled  bool
 	devIndex int          // ifindex of flannel.N / flannel-v6.N; 0 while missing
 	own      netip.Prefix // our own subnet in this family
+	public   netip.Addr   // our own public address in this family
 }
 
 // planner turns leases into wanted kernel rows. It is pure: the only
@@ -67,12 +68,22 @@ func (p planner) add(st *kernel.State, f familyPlan, sn netip.Prefix, public net
 	if !public.IsValid() {
 		return "no public IP"
 	}
+	if public == f.public {
+		// Our previous lease living out its TTL, or a node configured
+		// with our address: an FDB entry to ourselves would send our
+		// frames back into our own device. The udp backend skips these
+		// too.
+		return fmt.Sprintf("it has our own public IP %s", public)
+	}
 	vni, mac, err := decodeBackendData(data)
 	if err != nil {
 		return err.Error()
 	}
 	if vni != p.vni {
 		return fmt.Sprintf("VNI %d differs from ours (%d)", vni, p.vni)
+	}
+	if err := checkVtepMAC(mac); err != nil {
+		return err.Error()
 	}
 	if p.directRouting && p.direct != nil {
 		if link, ok := p.direct(public); ok {

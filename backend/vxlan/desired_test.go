@@ -131,6 +131,101 @@ func TestPlannerMissingDevice(t *testing.T) {
 	}
 }
 
+// A lease that carries our own public IP (our previous lease living out
+// its TTL after the subnet changed, or a node misconfigured with our
+// address) is not a peer: an FDB entry sending to ourselves would loop
+// frames back into our own device. The udp backend skips such leases too.
+// Each family is judged by its own public address.
+func TestPlannerSkipsOwnPublicIP(t *testing.T) {
+	p := planner{
+		vni: 1,
+		v4:  familyPlan{enabled: true, devIndex: 5, own: netip.MustParsePrefix("10.5.1.0/24"), public: netip.MustParseAddr("172.31.0.1")},
+		v6:  familyPlan{enabled: true, devIndex: 6, own: netip.MustParsePrefix("fd10:0:0:1::/64"), public: netip.MustParseAddr("fd31::1")},
+	}
+	st, skipped := p.state([]subnet.Lease{
+		lease(t, "10.5.9.0/24", "fd10:0:0:9::/64", "172.31.0.1", "fd31::1", "vxlan", 1, "02:00:00:00:00:09", "02:00:00:00:06:09"), // ours, old subnet
+		lease(t, "10.5.8.0/24", "fd10:0:0:8::/64", "172.31.0.1", "fd31::8", "vxlan", 1, "02:00:00:00:00:08", "02:00:00:00:06:08"), // our IPv4 address only
+		lease(t, "10.5.2.0/24", "", "172.31.0.2", "", "vxlan", 1, "02:00:00:00:00:02", ""),
+	})
+	want := `neigh fd10:0:0:8:: lladdr 02:00:00:00:06:08 dev #6
+neigh 10.5.2.0 lladdr 02:00:00:00:00:02 dev #5
+fdb 02:00:00:00:06:08 dst fd31::8 dev #6
+fdb 02:00:00:00:00:02 dst 172.31.0.2 dev #5
+route fd10:0:0:8::/64 via fd10:0:0:8:: dev #6 onlink
+route 10.5.2.0/24 via 10.5.2.0 dev #5 onlink
+`
+	if got := renderState(st); got != want {
+		t.Fatalf("state:\n%s\nwant:\n%s", got, want)
+	}
+	for key, frag := range map[string]string{
+		"10.5.9.0-24&fd10:0:0:9::-64": "ignoring IPv4 part of vxlan lease 10.5.9.0-24&fd10:0:0:9::-64: it has our own public IP 172.31.0.1; IPv6 part: it has our own public IP fd31::1",
+		"10.5.8.0-24&fd10:0:0:8::-64": "ignoring IPv4 part of vxlan lease 10.5.8.0-24&fd10:0:0:8::-64: it has our own public IP 172.31.0.1",
+	} {
+		if skipped[key] != frag {
+			t.Errorf("skipped[%s] = %q, want %q", key, skipped[key], frag)
+		}
+	}
+	if len(skipped) != 2 {
+		t.Errorf("skipped %v", skipped)
+	}
+}
+
+// A VtepMAC of all zeros must never become an FDB entry: the vxlan
+// device's all-zeros entry is its default destination, where it sends
+// every frame it has no entry for (and, with several remotes, floods).
+// A multicast or broadcast MAC is no VTEP's either. Such a lease is
+// skipped, with one log line (the skip reason), and the rest programmed.
+func TestPlannerRefusesBadVtepMAC(t *testing.T) {
+	p := planner{
+		vni: 1,
+		v4:  familyPlan{enabled: true, devIndex: 5, own: netip.MustParsePrefix("10.5.1.0/24")},
+		v6:  familyPlan{enabled: true, devIndex: 6, own: netip.MustParsePrefix("fd10:0:0:1::/64")},
+	}
+	st, skipped := p.state([]subnet.Lease{
+		lease(t, "10.5.2.0/24", "", "172.31.0.2", "", "vxlan", 1, "00:00:00:00:00:00", ""),
+		lease(t, "10.5.3.0/24", "", "172.31.0.3", "", "vxlan", 1, "01:00:5e:00:00:01", ""),
+		lease(t, "10.5.4.0/24", "", "172.31.0.4", "", "vxlan", 1, "ff:ff:ff:ff:ff:ff", ""),
+		lease(t, "10.5.5.0/24", "fd10:0:0:5::/64", "172.31.0.5", "fd31::5", "vxlan", 1, "02:00:00:00:00:05", "33:33:00:00:00:01"),
+		lease(t, "10.5.6.0/24", "", "172.31.0.6", "", "vxlan", 1, "02:00:00:00:00:06", ""),
+	})
+	want := `neigh 10.5.5.0 lladdr 02:00:00:00:00:05 dev #5
+neigh 10.5.6.0 lladdr 02:00:00:00:00:06 dev #5
+fdb 02:00:00:00:00:05 dst 172.31.0.5 dev #5
+fdb 02:00:00:00:00:06 dst 172.31.0.6 dev #5
+route 10.5.5.0/24 via 10.5.5.0 dev #5 onlink
+route 10.5.6.0/24 via 10.5.6.0 dev #5 onlink
+`
+	if got := renderState(st); got != want {
+		t.Fatalf("state:\n%s\nwant:\n%s", got, want)
+	}
+	for key, frag := range map[string]string{
+		"10.5.2.0-24":                 "VtepMAC 00:00:00:00:00:00 is all zeros",
+		"10.5.3.0-24":                 "VtepMAC 01:00:5e:00:00:01 is a multicast address",
+		"10.5.4.0-24":                 "VtepMAC ff:ff:ff:ff:ff:ff is a multicast address",
+		"10.5.5.0-24&fd10:0:0:5::-64": "ignoring IPv6 part of vxlan lease 10.5.5.0-24&fd10:0:0:5::-64: VtepMAC 33:33:00:00:00:01 is a multicast address",
+	} {
+		if !strings.Contains(skipped[key], frag) {
+			t.Errorf("skipped[%s] = %q, want %q", key, skipped[key], frag)
+		}
+	}
+	if len(skipped) != 4 {
+		t.Errorf("skipped %v", skipped)
+	}
+}
+
+// A lease with no BackendType (upstream's udp and alloc leases) is not a
+// vxlan peer, as upstream's vxlan backend decides.
+func TestPlannerIgnoresUntypedLease(t *testing.T) {
+	p := planner{vni: 1, v4: familyPlan{enabled: true, devIndex: 5, own: netip.MustParsePrefix("10.5.1.0/24")}}
+	st, skipped := p.state([]subnet.Lease{lease(t, "10.5.2.0/24", "", "172.31.0.2", "", "", 1, "02:00:00:00:00:02", "")})
+	if got := renderState(st); got != "" {
+		t.Errorf("an untyped lease was programmed:\n%s", got)
+	}
+	if want := "ignoring non-vxlan v4Subnet(10.5.2.0/24) v6Subnet(<nil>): type="; skipped["10.5.2.0-24"] != want {
+		t.Errorf("skipped %v, want %q", skipped, want)
+	}
+}
+
 // BenchmarkPlannerState measures turning 5,000 vxlan leases into rows, as
 // a pass over all peers does.
 func BenchmarkPlannerState(b *testing.B) {

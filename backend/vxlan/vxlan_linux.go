@@ -128,14 +128,16 @@ func (b *vxlanBackend) Prepare(ctx context.Context, prev *subnet.LeaseAttrs) (su
 		b.h = h
 	}
 	if prev != nil && prev.BackendType == BackendType {
-		// A device we must create gets the MAC peers already know.
+		// A device we must create gets the MAC peers already know, unless
+		// no device can have it (a hand-edited lease): the kernel would
+		// refuse to create the device.
 		if b.v4 != nil {
-			if _, mac, err := decodeBackendData(prev.BackendData); err == nil {
+			if _, mac, err := decodeBackendData(prev.BackendData); err == nil && checkVtepMAC(mac) == nil {
 				b.v4.mac = mac
 			}
 		}
 		if b.v6 != nil {
-			if _, mac, err := decodeBackendData(prev.BackendV6Data); err == nil {
+			if _, mac, err := decodeBackendData(prev.BackendV6Data); err == nil && checkVtepMAC(mac) == nil {
 				b.v6.mac = mac
 			}
 		}
@@ -293,10 +295,10 @@ func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 func (n *network) planner() planner {
 	p := planner{vni: n.b.opts.VNI, directRouting: n.b.opts.DirectRouting, direct: n.isDirect}
 	if d := n.b.v4; d != nil {
-		p.v4 = familyPlan{enabled: true, devIndex: d.index, own: n.own.Subnet}
+		p.v4 = familyPlan{enabled: true, devIndex: d.index, own: n.own.Subnet, public: n.b.cfg.Ext.ExtAddr}
 	}
 	if d := n.b.v6; d != nil {
-		p.v6 = familyPlan{enabled: true, devIndex: d.index, own: n.own.IPv6Subnet}
+		p.v6 = familyPlan{enabled: true, devIndex: d.index, own: n.own.IPv6Subnet, public: n.b.cfg.Ext.ExtV6Addr}
 	}
 	return p
 }

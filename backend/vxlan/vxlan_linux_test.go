@@ -497,3 +497,58 @@ func TestPrivilegedVXLANFailingPeerDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("the failing route write was logged %d times over 3 passes, want 1\n%s", n, a.log.String())
 	}
 }
+
+// Cloned machines advertise one VtepMAC under two leases. Whatever order
+// the leases come in, every full pass sends the MAC's FDB entry to the
+// same host (the lowest public IP), writes nothing once it is there, and
+// the conflict is logged once. Leases no VTEP can have (an all-zeros MAC,
+// which would become the device's default destination) or that carry our
+// own public IP are skipped, each with one log line.
+func TestPrivilegedVXLANContestedMACStableWinner(t *testing.T) {
+	lab := netlab.New(t, netlab.Options{Hosts: 1})
+	h := lab.Hosts[0]
+	a := startNode(t, lab, h, plainVXLAN, false, nil)
+	vx := func(sn, pub, mac string) subnet.Lease {
+		return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: "vxlan",
+			BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
+	}
+	peers := []subnet.Lease{
+		vx("10.5.2.0/24", "172.31.0.9", "02:00:00:00:0c:0c"),
+		vx("10.5.3.0/24", "172.31.0.2", "02:00:00:00:0c:0c"),
+		vx("10.5.4.0/24", "172.31.0.4", "00:00:00:00:00:00"),
+		vx("10.5.5.0/24", h.Ext.ExtAddr.String(), "02:00:00:00:05:05"),
+	}
+	k := kstate{h.NS.Handle(t)}
+	dev := k.link(t, "flannel.1").Attrs().Index
+	for pass := range 6 {
+		if pass%2 == 1 {
+			peers[0], peers[1] = peers[1], peers[0]
+		}
+		a.nw.rec.MarkDirty("test") // a full pass: the index is rebuilt from this order
+		before := a.stats()
+		a.reconcile(t, peers)
+		if w := a.stats().Writes - before.Writes; pass > 0 && w != 0 {
+			t.Errorf("pass %d made %d writes over the state the first pass left", pass, w)
+		}
+		var dsts []string
+		for key := range k.fdb(t, dev) {
+			if mac, dst, _ := strings.Cut(key, " "); mac == "02:00:00:00:0c:0c" {
+				dsts = append(dsts, dst)
+			} else if mac == "00:00:00:00:00:00" || mac == "02:00:00:00:05:05" {
+				t.Errorf("pass %d: FDB entry %s programmed", pass, key)
+			}
+		}
+		if len(dsts) != 1 || dsts[0] != "172.31.0.2" {
+			t.Fatalf("pass %d: FDB destinations of the shared MAC %v, want only 172.31.0.2 (the lowest)", pass, dsts)
+		}
+	}
+	for msg, want := range map[string]int{
+		"several leases want the same kernel object": 1,
+		"is all zeros":             1,
+		"it has our own public IP": 1,
+	} {
+		if n := a.log.Count(msg); n != want {
+			t.Errorf("%q logged %d times over 6 passes, want %d\n%s", msg, n, want, a.log.String())
+		}
+	}
+}
