@@ -79,7 +79,10 @@ func (p planner) add(st *kernel.State, f familyPlan, sn netip.Prefix, public net
 	if err != nil {
 		return err.Error()
 	}
-	if vni != p.vni {
+	// flannel v0.11 writes no VNI (its BackendData is only the VtepMAC,
+	// etcd-v2 spec 1.2), and upstream never compares it: an absent VNI is
+	// a v0.11 peer on the same network, not a mismatch.
+	if vni != p.vni && vni != 0 {
 		return fmt.Sprintf("VNI %d differs from ours (%d)", vni, p.vni)
 	}
 	if err := checkVtepMAC(mac); err != nil {

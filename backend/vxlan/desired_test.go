@@ -248,3 +248,16 @@ func BenchmarkPlannerState(b *testing.B) {
 		}
 	}
 }
+
+// flannel v0.11 writes vxlan BackendData without a VNI ({"VtepMAC":...},
+// etcd-v2 spec 1.2): such a peer is programmed like any other.
+func TestPlannerV011Lease(t *testing.T) {
+	p := planner{vni: 1, v4: familyPlan{enabled: true, devIndex: 5, own: netip.MustParsePrefix("10.5.1.0/24")}}
+	l := lease(t, "10.5.9.0/24", "", "172.31.0.9", "", "vxlan", 0, "", "")
+	l.Attrs.BackendData = json.RawMessage(`{"VtepMAC":"66:52:c2:e4:ae:d7"}`)
+	st, skipped := p.state([]subnet.Lease{l})
+	want := "neigh 10.5.9.0 lladdr 66:52:c2:e4:ae:d7 dev #5\nfdb 66:52:c2:e4:ae:d7 dst 172.31.0.9 dev #5\nroute 10.5.9.0/24 via 10.5.9.0 dev #5 onlink\n"
+	if got := renderState(st); got != want || len(skipped) != 0 {
+		t.Errorf("state:\n%s\nskipped %v\nwant:\n%s", got, skipped, want)
+	}
+}
