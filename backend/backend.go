@@ -46,8 +46,9 @@ type Config struct {
 	// the test's threads.
 	NetnsPath string
 	Log       *slog.Logger
-	// FullResync is the period of full passes (kernel dump and diff);
-	// zero means the kernel package's default.
+	// FullResync is the longest time between full passes (kernel dump
+	// and diff) when nobody asks for one (see Resyncer); zero means the
+	// kernel package's default.
 	FullResync time.Duration
 	// OnPass, when set, sees a report of every kernel reconcile pass
 	// (metrics).
@@ -94,6 +95,15 @@ type Incremental interface {
 	// ErrFullPass, having changed nothing it cannot repair, when
 	// the caller must run Reconcile with all peers instead.
 	Update(ctx context.Context, gone, came []subnet.Lease) error
+}
+
+// Resyncer is implemented by Networks that, between full passes (a kernel
+// dump and diff), compare against their cached view of the kernel
+// (package kernel). Resync makes the next Reconcile a full pass. The
+// daemon calls it before its pass every --reconcile-period, so that pass
+// is a full one whatever the phase of the Network's own FullResync clock.
+type Resyncer interface {
+	Resync()
 }
 
 // ErrFullPass is Incremental.Update's answer when a change cannot be

@@ -63,6 +63,20 @@ func (d *dataPlane) full(ctx context.Context) (synced bool, err error) {
 	return true, d.nw.Reconcile(ctx, peers)
 }
 
+// periodic is the pass every --reconcile-period: over every peer, and a
+// full one that re-reads the kernel. The Network is told so (when it
+// caches the kernel between full passes): its own resync clock, though
+// set to the same period, is out of phase with our ticker, and a tick
+// that came a moment before that clock thought a full pass due gave a
+// cheap pass, so the kernel was re-read every second period only.
+func (d *dataPlane) periodic(ctx context.Context) error {
+	if r, ok := d.nw.(backend.Resyncer); ok {
+		r.Resync()
+	}
+	_, err := d.full(ctx)
+	return err
+}
+
 // changed applies what the watcher reports changed: through the delta
 // path when it can, else as a pass over all peers.
 func (d *dataPlane) changed(ctx context.Context) error {

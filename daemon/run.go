@@ -69,6 +69,9 @@ type Deps struct {
 	Notify func(state string) (bool, error)
 	// SelectInterface picks the underlay interface; nil means ip.Select.
 	SelectInterface func(ip.SelectOptions) (ip.Selection, error)
+	// NewTicker is the clock of the periodic data-plane pass: a channel
+	// that fires every d, and its stop. Nil means time.NewTicker.
+	NewTicker func(d time.Duration) (<-chan time.Time, func())
 }
 
 // Run is the daemon: it returns nil on a clean shutdown (the lease, the
@@ -91,6 +94,12 @@ func Run(ctx context.Context, c Config, d Deps) error {
 	}
 	if d.ConfigSource == "" {
 		d.ConfigSource = "etcd"
+	}
+	if d.NewTicker == nil {
+		d.NewTicker = func(p time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(p)
+			return t.C, t.Stop
+		}
 	}
 	log, mx := d.Log, d.Metrics
 	leanGC()
@@ -122,7 +131,14 @@ func Run(ctx context.Context, c Config, d Deps) error {
 
 	n := &node{c: c, d: d, sm: sm, hs: hs, log: log, mx: mx}
 	err = n.run(ctx)
-	if errors.Is(err, errCancelled) {
+	switch {
+	case err == nil || errors.Is(err, errCancelled):
+		return nil
+	case ctx.Err() != nil:
+		// SIGTERM: what failed on the way out (a backend waiting for
+		// the kernel, a start-up step) failed because of it. A signal
+		// is a clean exit, status 0, as upstream's.
+		log.Info("Exiting cleanly; interrupted by the shutdown", "err", err)
 		return nil
 	}
 	return err
@@ -288,8 +304,8 @@ func (n *node) run(ctx context.Context) error {
 		g.Go(func(ctx context.Context) error { n.keepBlackholes(ctx, lease); return nil })
 	}
 
-	ticker := time.NewTicker(c.ReconcilePeriod)
-	defer ticker.Stop()
+	tick, stopTicker := n.d.NewTicker(c.ReconcilePeriod)
+	defer stopTicker()
 	for {
 		var err error
 		select {
@@ -299,8 +315,8 @@ func (n *node) run(ctx context.Context) error {
 			err = dp.changed(ctx)
 		case <-nw.Changed():
 			_, err = dp.full(ctx)
-		case <-ticker.C:
-			_, err = dp.full(ctx)
+		case <-tick:
+			err = dp.periodic(ctx)
 		}
 		if err != nil && ctx.Err() == nil {
 			log.Debug("reconcile pass had errors", "err", err)
@@ -312,12 +328,16 @@ func (n *node) run(ctx context.Context) error {
 // clean shutdown.
 func (n *node) stopped(ctx context.Context, g *group) error {
 	g.Stop()
-	if err := g.Err(); err != nil {
+	err := g.Err()
+	if ctx.Err() == nil {
 		return err
 	}
-	if ctx.Err() != nil {
-		n.log.Info("Exiting cleanly; lease, routes and rules stay in place")
+	if err != nil {
+		// The part failed because the shutdown interrupted it (Keep
+		// re-acquiring our lease): not a fault, and SIGTERM exits 0.
+		n.log.Info("A part stopped with an error during the shutdown", "err", err)
 	}
+	n.log.Info("Exiting cleanly; lease, routes and rules stay in place")
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,12 @@ type fakeSource struct {
 	cfg      string
 	startErr error
 	keepErr  chan error // Keep returns what arrives here
+	// acquire, when set, replaces Acquire's lease.
+	acquire func(ctx context.Context) (subnet.Lease, error)
+	// keepReacquiring, when set, makes Keep behave as a Keep that lost
+	// the lease: it closes the channel and re-acquires until ctx ends,
+	// then returns the cancellation as its error.
+	keepReacquiring chan struct{}
 
 	mu        sync.Mutex
 	calls     []string
@@ -84,8 +91,11 @@ func (f *fakeSource) Previous(*subnet.Config, subnet.LeaseAttrs) *subnet.LeaseAt
 	f.record("Previous")
 	return nil
 }
-func (f *fakeSource) Acquire(_ context.Context, _ *subnet.Config, attrs subnet.LeaseAttrs, _ subnet.Env, _ func(error)) (subnet.Lease, error) {
+func (f *fakeSource) Acquire(ctx context.Context, _ *subnet.Config, attrs subnet.LeaseAttrs, _ subnet.Env, _ func(error)) (subnet.Lease, error) {
 	f.record("Acquire")
+	if f.acquire != nil {
+		return f.acquire(ctx)
+	}
 	return subnet.Lease{Subnet: netip.MustParsePrefix("10.5.3.0/24"), Attrs: attrs}, nil
 }
 func (f *fakeSource) Peers() subnet.PeerSource {
@@ -96,6 +106,11 @@ func (f *fakeSource) Keep(ctx context.Context, _ *subnet.Config, _ subnet.Lease)
 	f.record("Keep")
 	f.enter()
 	defer f.leave()
+	if f.keepReacquiring != nil {
+		close(f.keepReacquiring)
+		<-ctx.Done()
+		return fmt.Errorf("re-acquire lease 10.5.3.0/24: %w", ctx.Err())
+	}
 	select {
 	case <-ctx.Done():
 		return nil
@@ -302,5 +317,160 @@ func TestRunStartError(t *testing.T) {
 	}
 	if !h.src.closed {
 		t.Error("source not closed")
+	}
+}
+
+// probeBackend is a backend whose Network records the daemon's calls, and
+// whose Configure can block until the daemon's context ends (as a backend
+// waiting for the kernel would).
+type probeBackend struct {
+	blockConfigure bool
+	configuring    chan struct{} // closed when Configure starts blocking
+
+	mu     sync.Mutex
+	calls  []string
+	passed chan struct{} // one value per Reconcile
+}
+
+func newProbe() *probeBackend {
+	return &probeBackend{configuring: make(chan struct{}), passed: make(chan struct{}, 64)}
+}
+
+func (b *probeBackend) factory(cfg backend.Config) (backend.Backend, error) { return b, nil }
+
+func (b *probeBackend) Prepare(context.Context, *subnet.LeaseAttrs) (subnet.LeaseAttrs, error) {
+	return subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.3"), BackendType: "probe"}, nil
+}
+
+func (b *probeBackend) Configure(ctx context.Context, _ subnet.Lease) (backend.Network, error) {
+	if b.blockConfigure {
+		close(b.configuring)
+		<-ctx.Done()
+		return nil, fmt.Errorf("wait for the device: %w", ctx.Err())
+	}
+	return &probeNetwork{b: b, changed: make(chan struct{})}, nil
+}
+
+func (b *probeBackend) record(c string) {
+	b.mu.Lock()
+	b.calls = append(b.calls, c)
+	b.mu.Unlock()
+}
+
+func (b *probeBackend) takeCalls() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.calls
+	b.calls = nil
+	return c
+}
+
+type probeNetwork struct {
+	b       *probeBackend
+	changed chan struct{}
+}
+
+func (n *probeNetwork) MTU() int                 { return 1450 }
+func (n *probeNetwork) Changed() <-chan struct{} { return n.changed }
+func (n *probeNetwork) Close() error             { return nil }
+func (n *probeNetwork) Resync()                  { n.b.record("Resync") }
+func (n *probeNetwork) Reconcile(context.Context, []subnet.Lease) error {
+	n.b.record("Reconcile")
+	n.b.passed <- struct{}{}
+	return nil
+}
+
+// Every tick of the --reconcile-period clock runs a full pass: the daemon
+// tells the Network so (backend.Resyncer) before the pass. Left to the
+// kernel reconciler's own clock, whose phase differs from the ticker's, a
+// tick that came a moment before that clock thought a full pass due gave
+// a cheap pass, and the kernel was re-read every second period only.
+func TestRunPeriodicPassIsFull(t *testing.T) {
+	h := newHarness(t)
+	probe := newProbe()
+	h.src.cfg = `{"Network":"10.5.0.0/16","Backend":{"Type":"probe"}}`
+	h.deps.Backends = backend.Registry{"probe": probe.factory}
+	ticks := make(chan time.Time)
+	periods := make(chan time.Duration, 1)
+	h.deps.NewTicker = func(d time.Duration) (<-chan time.Time, func()) {
+		periods <- d
+		return ticks, func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := h.start(ctx)
+	h.waitState(t, "READY=1", done)
+	select {
+	case p := <-periods:
+		if p != h.cfg.ReconcilePeriod {
+			t.Errorf("ticker period %s, want --reconcile-period %s", p, h.cfg.ReconcilePeriod)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ticker made")
+	}
+	<-probe.passed // the initial pass
+	probe.takeCalls()
+	for i := range 4 {
+		select {
+		case ticks <- time.Now():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tick %d not taken", i)
+		}
+		select {
+		case <-probe.passed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no pass after tick %d", i)
+		}
+		if got := strings.Join(probe.takeCalls(), " "); got != "Resync Reconcile" {
+			t.Errorf("tick %d: calls %q, want a full pass (Resync Reconcile)", i, got)
+		}
+	}
+}
+
+// SIGTERM (the context ending) is a clean exit, whatever the daemon was
+// doing: a part that fails because of the cancellation (a lease re-acquire
+// cut short, a backend waiting for the kernel) is no fault, and flanneld
+// must exit 0, as upstream does on SIGTERM.
+func TestRunSignalExitsZero(t *testing.T) {
+	for _, tc := range []string{"acquire retrying", "keep re-acquiring", "backend configuring"} {
+		t.Run(tc, func(t *testing.T) {
+			h := newHarness(t)
+			reached := make(chan struct{})
+			switch tc {
+			case "acquire retrying":
+				h.src.acquire = func(ctx context.Context) (subnet.Lease, error) {
+					close(reached)
+					<-ctx.Done()
+					return subnet.Lease{}, fmt.Errorf("failed to acquire a subnet (retrying): %w", ctx.Err())
+				}
+			case "keep re-acquiring":
+				h.src.keepReacquiring = reached
+			case "backend configuring":
+				probe := newProbe()
+				probe.blockConfigure = true
+				probe.configuring = reached
+				h.src.cfg = `{"Network":"10.5.0.0/16","Backend":{"Type":"probe"}}`
+				h.deps.Backends = backend.Registry{"probe": probe.factory}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := h.start(ctx)
+			select {
+			case <-reached:
+			case err := <-done:
+				t.Fatalf("Run returned %v before the %s phase\n%s", err, tc, h.log)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s within 10 s\n%s", tc, h.log)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("SIGTERM while %s: Run returned %v, want nil (exit 0)", tc, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no exit within 10 s of SIGTERM while %s", tc)
+			}
+		})
 	}
 }

@@ -98,6 +98,11 @@ type network struct {
 func (n *network) MTU() int                 { return n.mtu }
 func (n *network) Changed() <-chan struct{} { return n.rec.Changed() }
 
+// Resync makes the next pass a full one (backend.Resyncer).
+func (n *network) Resync() { n.rec.Resync() }
+
+var _ backend.Resyncer = (*network)(nil)
+
 // Reconcile programs one route per remote lease.
 func (n *network) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	return n.rec.Reconcile(ctx, func(ctx context.Context, full bool) (kernel.State, error) {

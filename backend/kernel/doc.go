@@ -27,8 +27,10 @@
 //     from the last dump and our own successful writes, so adding one vxlan
 //     peer costs three netlink requests whatever the cluster size. A full
 //     pass runs at start, after a kernel notification that contradicts the
-//     wanted state (see below), after a failed device check, and when
-//     FullResyncInterval has passed since the last one.
+//     wanted state (see below), after a failed device check, when the
+//     caller asks for one (Resync: the daemon's pass every
+//     --reconcile-period), and when FullResyncInterval has passed since
+//     the last one.
 //   - Repair. The Reconciler subscribes to link, address, route and
 //     neighbour notifications in the target namespace. A notification that
 //     contradicts the wanted state (one of our rows deleted or changed, an

@@ -72,6 +72,7 @@ type Reconciler struct {
 	ixMu    sync.RWMutex
 	ix      *index
 	dirty   atomic.Bool
+	resync  atomic.Bool // the caller asked for a full pass (Resync)
 	changed chan struct{}
 
 	ext    extState
@@ -138,6 +139,12 @@ func (r *Reconciler) MarkDirty(reason string) {
 	}
 }
 
+// Resync makes the next pass a full one (backend.Resyncer). Unlike
+// MarkDirty it says nothing about the kernel: it is the daemon asking for
+// its periodic pass, which must be full whatever the phase of our own
+// FullResyncInterval clock.
+func (r *Reconciler) Resync() { r.resync.Store(true) }
+
 // Stats returns the netlink request counters of the Handle.
 func (r *Reconciler) Stats() Stats { return r.h.Stats() }
 
@@ -172,6 +179,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 	// Clear the dirty flag before reading anything: a change that lands
 	// while this pass runs marks the next pass full again.
 	dirty := r.dirty.Swap(false)
+	resync := r.resync.Swap(false)
 	report := PassReport{Repair: dirty && r.synced, Writes: map[[2]string]int{}}
 	if r.onPass != nil {
 		began := time.Now()
@@ -180,7 +188,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, prepare PrepareFunc) error {
 			r.onPass(report)
 		}()
 	}
-	full := dirty || !r.synced || time.Since(r.lastFull) >= r.interval
+	full := dirty || resync || !r.synced || time.Since(r.lastFull) >= r.interval
 	adopt := !r.synced
 	report.Full = full
 
@@ -251,7 +259,7 @@ type DeltaFunc func() (gone, came State, err error)
 // wanted state: it costs O(change) where a pass costs O(peers). It returns
 // ErrFullPass, without calling delta, when a pass over everything is due
 // (the first one, a kernel change behind our back, the periodic full
-// resync), and after calling it when the rows do not fit the index as
+// resync, a Resync), and after calling it when the rows do not fit the index as
 // claimed (a lease the previous passes did not program as delta says, two
 // leases wanting the same object differently).
 func (r *Reconciler) Update(ctx context.Context, delta DeltaFunc) error {
@@ -260,7 +268,7 @@ func (r *Reconciler) Update(ctx context.Context, delta DeltaFunc) error {
 	if r.closed {
 		return errors.New("kernel reconciler is closed")
 	}
-	if !r.synced || r.ixStale || r.dirty.Load() || time.Since(r.lastFull) >= r.interval {
+	if !r.synced || r.ixStale || r.dirty.Load() || r.resync.Load() || time.Since(r.lastFull) >= r.interval {
 		return ErrFullPass
 	}
 	report := PassReport{Delta: true, Writes: map[[2]string]int{}}

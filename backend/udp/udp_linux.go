@@ -155,6 +155,11 @@ type network struct {
 func (n *network) MTU() int                 { return n.mtu }
 func (n *network) Changed() <-chan struct{} { return n.rec.Changed() }
 
+// Resync makes the next pass a full one (backend.Resyncer).
+func (n *network) Resync() { n.rec.Resync() }
+
+var _ backend.Resyncer = (*network)(nil)
+
 // Stats returns the relay's packet counters.
 func (n *network) Stats() Stats { return n.b.relay.Stats() }
 

@@ -240,6 +240,11 @@ type network struct {
 func (n *network) MTU() int                 { return n.mtu }
 func (n *network) Changed() <-chan struct{} { return n.rec.Changed() }
 
+// Resync makes the next pass a full one (backend.Resyncer).
+func (n *network) Resync() { n.rec.Resync() }
+
+var _ backend.Resyncer = (*network)(nil)
+
 // Close stops the kernel subscriptions and releases the netlink socket
 // (once no other Network of the backend uses it); the devices and all
 // entries stay, so traffic keeps flowing.

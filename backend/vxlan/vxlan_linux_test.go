@@ -552,3 +552,29 @@ func TestPrivilegedVXLANContestedMACStableWinner(t *testing.T) {
 		}
 	}
 }
+
+// Resync, the daemon's pass every --reconcile-period, makes the next pass
+// a full one (it reads the kernel) even though our own FullResync clock
+// says none is due; over correct state it still writes nothing.
+func TestPrivilegedVXLANResyncMakesFullPass(t *testing.T) {
+	_, nodes := startLab(t, netlab.Options{Hosts: 2}, plainVXLAN, false)
+	a := nodes[0]
+	settle()
+	before := a.stats()
+	a.reconcile(t, peersOf(nodes, a))
+	if d := a.stats(); d.Reads != before.Reads {
+		t.Fatalf("a pass without Resync read the kernel (%d reads)", d.Reads-before.Reads)
+	}
+	a.nw.Resync()
+	before = a.stats()
+	a.reconcile(t, peersOf(nodes, a))
+	if d := a.stats(); d.Reads == before.Reads || d.Writes != before.Writes {
+		t.Fatalf("pass after Resync: %d reads, %d writes; want a full pass (some reads) writing nothing",
+			d.Reads-before.Reads, d.Writes-before.Writes)
+	}
+	before = a.stats()
+	a.reconcile(t, peersOf(nodes, a))
+	if d := a.stats(); d.Reads != before.Reads {
+		t.Fatal("Resync made more than the next pass a full one")
+	}
+}

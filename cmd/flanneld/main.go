@@ -40,10 +40,25 @@ func main() {
 	stopProfile := startCPUProfile(os.Getenv("FLANNELD_CPUPROFILE"), log)
 	err = run(ctx, c, log)
 	stopProfile()
-	if err != nil {
+	if code := runExitStatus(ctx.Err() != nil, err); code != 0 {
 		log.Error(err.Error())
-		os.Exit(1)
+		os.Exit(code)
+	} else if err != nil {
+		log.Info("Exiting cleanly after a signal", "interrupted", err.Error())
 	}
+}
+
+// runExitStatus is flanneld's exit status after run. A signal (SIGINT,
+// SIGTERM) is a clean stop, status 0 as upstream's, even when something
+// failed because the signal cut it short (a lease re-acquire, a backend
+// waiting for the kernel): systemd and the kubelet read any other status
+// as a crash. daemon.Run already returns nil then; this keeps the rule
+// where the process exits, whatever run returns.
+func runExitStatus(signalled bool, err error) int {
+	if err == nil || signalled {
+		return 0
+	}
+	return 1
 }
 
 // startCPUProfile writes a CPU profile of the whole run to path, for the
