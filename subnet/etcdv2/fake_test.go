@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,7 @@ func subnets(leases []subnet.Lease) string {
 	for _, l := range leases {
 		s = append(s, l.Subnet.String())
 	}
+	slices.Sort(s)
 	return strings.Join(s, ",")
 }
 
@@ -385,4 +387,52 @@ func attrsOf(value string) subnet.LeaseAttrs {
 		panic(err)
 	}
 	return a
+}
+
+// TestKeepCopySplitClaim: our v2 copy deleted and another node's create
+// first: the re-create's 105 and the read that follows end KeepCopy with
+// ErrSplitClaim.
+func TestKeepCopySplitClaim(t *testing.T) {
+	var mu sync.Mutex
+	gets := 0
+	f, c := newFake(t, func(method, path string, q, form url.Values) reply {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case method == "GET" && path == keyA:
+			gets++
+			if gets == 1 {
+				return ok(70, `{"action":"get","node":`+nodeJSON(keyA, valA, 65, true)+`}`)
+			}
+			return ok(73, `{"action":"get","node":`+nodeJSON(keyA, valB, 72, true)+`}`)
+		case method == "PUT" && q.Get("prevExist") == "false":
+			return etcdErr(105, 72)
+		}
+		return reply{500, 0, "unexpected " + method}
+	})
+	m, logs := testManager(c, Options{Value: FormatCurrent, PollTimeout: time.Hour})
+	own := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: attrsOf(valA)}
+	errc := make(chan error, 1)
+	go func() { errc <- m.KeepCopy(context.Background(), nil, own) }()
+	if got := f.next(t); got != keyA+" 71" {
+		t.Fatalf("poll %q, want after the first check's index 70", got)
+	}
+	f.polls <- ok(71, event("delete", keyA, "", 71))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrSplitClaim) {
+			t.Fatalf("KeepCopy: %v, want ErrSplitClaim", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("KeepCopy did not end")
+	}
+	if !strings.Contains(logs.String(), "The v2 copy of our lease is gone") {
+		t.Errorf("log:\n%s", logs)
+	}
+	// KeepCopy reads at start and does not renew a copy with 24 h left.
+	for _, r := range f.requests() {
+		if strings.Contains(r, "prevExist=true") {
+			t.Errorf("renewed a fresh copy: %s", r)
+		}
+	}
 }

@@ -149,6 +149,9 @@ func (k *keeper) act(ctx context.Context) error {
 	now := time.Now()
 	if k.read {
 		if err := k.readKey(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			if errors.Is(err, ErrSubnetChanged) || errors.Is(err, ErrSplitClaim) {
 				return err
 			}
@@ -297,6 +300,8 @@ func (k *keeper) recreate(ctx context.Context) error {
 		return k.m.cli.Create(ctx, k.key, k.value, k.m.opt.TTL)
 	})
 	switch {
+	case ctx.Err() != nil:
+		return nil
 	case err == nil:
 		k.wrote(resp.Node)
 		k.m.log.Info("Lease re-created", "subnet", k.lease.Subnet.String(), "expiration", k.lease.Expiration.UTC().Round(0))
@@ -324,6 +329,9 @@ func (k *keeper) renew(ctx context.Context) error {
 	resp, err := k.m.request(ctx, "renew "+k.key, func(ctx context.Context) (*v2.Response, error) {
 		return k.m.cli.Set(ctx, k.key, k.value, v2.SetOptions{TTL: ttl})
 	})
+	if ctx.Err() != nil {
+		return nil // stopping, not failing
+	}
 	if err != nil {
 		retry := k.retry()
 		k.m.log.Warn(fmt.Sprintf("Error renewing lease (trying again in %s): %v", retry, err))
@@ -354,6 +362,8 @@ func (k *keeper) renewCopy(ctx context.Context) error {
 		return k.m.cli.Update(ctx, k.key, k.value, ttl)
 	})
 	switch {
+	case ctx.Err() != nil:
+		return nil
 	case v2.IsKeyNotFound(err):
 		k.m.log.Warn("The v2 copy of our lease is gone; re-creating it", "key", k.key)
 		k.gone = true
