@@ -35,10 +35,14 @@ type cmdFlags struct {
 	kubeconfig string // leases: list the Nodes' leases (kube mode) instead of etcd's
 	kubePrefix string // leases: the annotation prefix; "" means flanneld's default
 	force      bool   // release --force
-	cniBinDir  string // doctor
-	cniConfDir string
-	procSys    string
-	quiet      bool
+	// migrate-v2
+	dryRun        bool
+	skipConflicts bool
+	configOnly    bool
+	cniBinDir     string // doctor
+	cniConfDir    string
+	procSys       string
+	quiet         bool
 }
 
 type command struct {
@@ -68,7 +72,15 @@ var commands = []command{
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
 			fs.BoolVar(&c.force, "force", false, "also delete a key that has a live etcd lease")
 		}, run: cmdRelease},
-	{name: "doctor", summary: "check this node against the leases (run it inside the node's network namespace)",
+	{name: "migrate-v2", args: "[--dry-run] [-o table|json]", summary: "copy flannel v0.11's config and leases from etcd's v2 store into v3 (remaining TTLs kept, nothing overwritten)",
+		flags: func(fs *flag.FlagSet, c *cmdFlags) {
+			fs.BoolVar(&c.dryRun, "dry-run", false, "print the plan and write nothing (exit 1 if a key conflicts)")
+			fs.BoolVar(&c.skipConflicts, "skip-conflicts", false, "copy the other keys when some lease keys conflict with v3 (the conflicting ones are left as they are, and the exit code is still 1); a conflicting config always refuses the run")
+			fs.BoolVar(&c.configOnly, "config-only", false, "copy only <prefix>/config (migration step 1), no lease")
+			fs.StringVar(&c.output, "o", "table", "output format: table or json")
+			fs.StringVar(&c.output, "output", "table", "same as -o")
+		}, run: cmdMigrateV2},
+	{name: "doctor", summary: "check this node against the leases, and where a migration from etcd v2 stands (run it inside the node's network namespace)",
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
 			fs.StringVar(&c.cniBinDir, "cni-bin-dir", "/opt/cni/bin:/usr/lib/cni", "CNI plugin directories, searched in order (colon separated)")
 			fs.StringVar(&c.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI network config directory")

@@ -118,11 +118,18 @@ func (f family) peer(l subnet.Lease) (netip.Prefix, netip.Addr, json.RawMessage)
 	return l.Subnet.Masked(), l.Attrs.PublicIP, l.Attrs.BackendData
 }
 
+// decodeVXLAN reads a vxlan BackendData. vni is -1 when it has none:
+// flannel v0.11 writes only {"VtepMAC":...} and never reads a VNI, and
+// v0.28 ignores the one it writes (spec etcd-v2 1.2, 5), so such a peer
+// is on whatever VNI its device has.
 func decodeVXLAN(raw json.RawMessage) (vni int, mac string, err error) {
 	if len(raw) == 0 {
 		return 0, "", fmt.Errorf("no BackendData")
 	}
-	var d subnet.VXLANData
+	var d struct {
+		VNI     *uint32
+		VtepMAC string
+	}
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return 0, "", fmt.Errorf("BackendData %s: %v", raw, err)
 	}
@@ -130,7 +137,10 @@ func decodeVXLAN(raw json.RawMessage) (vni int, mac string, err error) {
 	if err != nil || len(hw) != 6 {
 		return 0, "", fmt.Errorf("BackendData %s: bad VtepMAC %q", raw, d.VtepMAC)
 	}
-	return int(d.VNI), hw.String(), nil
+	if d.VNI == nil {
+		return -1, hw.String(), nil
+	}
+	return int(*d.VNI), hw.String(), nil
 }
 
 type fdbKey struct {
@@ -294,7 +304,7 @@ func checkVXLANPeers(r *report, f *Facts, dev *Link, fam family, opts vxlan.Opti
 			r.fail(fmt.Sprintf("restart flanneld on %s: it re-advertises its vxlan data", pub), "%s: %v", label, err)
 			continue
 		}
-		if vni != opts.VNI {
+		if vni >= 0 && vni != opts.VNI {
 			r.fail(fmt.Sprintf("restart flanneld on %s so it uses the current network config", pub),
 				"%s uses VNI %d, this node %d: no traffic flows between them", label, vni, opts.VNI)
 			continue

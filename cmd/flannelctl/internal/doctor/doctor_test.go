@@ -296,6 +296,25 @@ func TestVXLANProblems(t *testing.T) {
 	}
 }
 
+// A peer written by flannel v0.11 (BackendData {"VtepMAC"} without a VNI,
+// spec etcd-v2 1.2), or copied as it is into v3 by migrate-v2, is programmed
+// on whatever VNI the device has: no VNI is not another VNI.
+func TestV011PeerWithoutVNI(t *testing.T) {
+	in := healthy(t)
+	in.Leases[1].Attrs.BackendData = []byte(`{"VtepMAC":"` + macA + `"}`)
+	rs := Run(in)
+	if f := failures(rs); len(f) > 0 {
+		t.Fatalf("v0.11 peer reported:\n%s", render(f))
+	}
+	if !hasResult(rs, OK, "route 10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink (peer 192.168.50.2)") {
+		t.Errorf("v0.11 peer not checked:\n%s", render(rs))
+	}
+	in.Leases[1].Attrs.BackendData = []byte(`{"VNI":0,"VtepMAC":"` + macA + `"}`)
+	if !hasResult(Run(in), Fail, "peer 192.168.50.2 uses VNI 0, this node 1") {
+		t.Errorf("an explicit other VNI is not reported")
+	}
+}
+
 // Routes that are not flannel's are never called stale.
 func TestForeignRoutesAreNotStale(t *testing.T) {
 	in := healthy(t)
