@@ -253,7 +253,7 @@ func TestDocsEnvVariablesWork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	special := map[string]string{"public-ip": "192.0.2.1", "public-ipv6": "2001:db8::1"}
+	special := map[string]string{"public-ip": "192.0.2.1", "public-ipv6": "2001:db8::1", "etcd-api": "both"}
 	for _, d := range docFlags(t) {
 		if d.env == "" {
 			continue
