@@ -133,7 +133,7 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 		own = &held{Lease: leases[i], id: listing.meta[i].id, rev: listing.meta[i].rev}
 	}
 	if own != nil && cfg.Compatible(own.Subnet, own.IPv6Subnet) {
-		m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", own.Subnet, own.IPv6Subnet, attrs.PublicIP))
+		m.log.Info(fmt.Sprintf("Found lease (ip: %v ipv6: %v) for current IP (%v), reusing", logPrefix(own.Subnet, false), logPrefix(own.IPv6Subnet, true), attrs.PublicIP))
 		return m.adopt(ctx, *own, attrs)
 	}
 	others := leases
@@ -194,9 +194,21 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 	}
 	l, err := m.create(ctx, want4, want6, attrs, rev, reuse, own)
 	if err == nil && picked {
-		m.log.Info(fmt.Sprintf("Allocated lease (ip: %v ipv6: %v) to current node (%v) ", l.Subnet, l.IPv6Subnet, attrs.PublicIP))
+		m.log.Info(fmt.Sprintf("Allocated lease (ip: %v ipv6: %v) to current node (%v) ", logPrefix(l.Subnet, false), logPrefix(l.IPv6Subnet, true), attrs.PublicIP))
 	}
 	return l, err
+}
+
+// logPrefix prints a lease half as upstream's log lines do: an absent half
+// is the zero network (0.0.0.0/0, ::/0), not Go's "invalid Prefix".
+func logPrefix(p netip.Prefix, v6 bool) string {
+	switch {
+	case p.IsValid():
+		return p.String()
+	case v6:
+		return "::/0"
+	}
+	return "0.0.0.0/0"
 }
 
 // previous returns p, the subnet of the previous subnet.env, when it is
