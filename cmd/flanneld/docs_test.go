@@ -254,6 +254,11 @@ func TestDocsEnvVariablesWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	special := map[string]string{"public-ip": "192.0.2.1", "public-ipv6": "2001:db8::1", "etcd-api": "both"}
+	pwFile := filepath.Join(t.TempDir(), "etcd-password")
+	if err := os.WriteFile(pwFile, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	special["etcd-password-file"] = pwFile
 	for _, d := range docFlags(t) {
 		if d.env == "" {
 			continue

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -20,6 +21,9 @@ type config struct {
 	// EtcdAPI is the keyspace the leases live in: auto, v3, v2 or both
 	// (our addition, for clusters of flannel v0.11; docs/migration.md).
 	EtcdAPI string
+	// EtcdPasswordFile holds the etcd password, so that it need not sit in
+	// argv (visible in ps) or the environment.
+	EtcdPasswordFile string
 
 	Ifaces     []string
 	IfaceRegex []string
@@ -91,6 +95,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.Var(stringVar{&c.Etcd.CAFile}, "etcd-ca-file", "alias of -etcd-cafile")
 	fs.StringVar(&c.Etcd.Username, "etcd-username", "", "username for BasicAuth to etcd")
 	fs.StringVar(&c.Etcd.Password, "etcd-password", "", "password for BasicAuth to etcd (never logged)")
+	fs.StringVar(&c.EtcdPasswordFile, "etcd-password-file", "", "file holding the password for BasicAuth to etcd (one line; instead of --etcd-password, which shows in ps)")
 	fs.Var((*listFlag)(&c.Ifaces), "iface", "interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each option in order. Returns the first match found.")
 	fs.Var((*listFlag)(&c.IfaceRegex), "iface-regex", "regex expression to match the first interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each regex in order. Returns the first match found. Regexes are checked after specific interfaces specified by the iface option have already been checked.")
 	fs.StringVar(&c.CanReach, "iface-can-reach", "", "detect interface to use (IP or name) for inter-host communication based on which will be used for provided IP. This is exactly the interface to use of command 'ip route get <ip-address>'")
@@ -187,7 +192,34 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		fmt.Fprintln(stderr, err)
 		return nil, err
 	}
+	if c.EtcdPasswordFile != "" {
+		if err := c.readPasswordFile(); err != nil {
+			fmt.Fprintln(stderr, err)
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// readPasswordFile sets the etcd password from --etcd-password-file: the
+// file's first line, without its line ending. The file must not be empty,
+// and the two ways of giving a password exclude each other, so a stale
+// --etcd-password never wins silently.
+func (c *config) readPasswordFile() error {
+	if c.Etcd.Password != "" {
+		return errors.New("--etcd-password and --etcd-password-file are both set; give one")
+	}
+	b, err := os.ReadFile(c.EtcdPasswordFile)
+	if err != nil {
+		return fmt.Errorf("--etcd-password-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return fmt.Errorf("--etcd-password-file %s: the first line is empty", c.EtcdPasswordFile)
+	}
+	c.Etcd.Password = line
+	return nil
 }
 
 func (c *config) validate() error {

@@ -160,3 +160,42 @@ func TestParseConfigKube(t *testing.T) {
 		t.Errorf("kube from the environment: %+v", c)
 	}
 }
+
+// The etcd password can come from a file (--etcd-password-file, or
+// FLANNELD_ETCD_PASSWORD_FILE), so that it is not in argv; its first line
+// is the password. An empty or missing file, or both ways at once, fail
+// with a message naming the flag.
+func TestEtcdPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\r\nignored\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	var stderr bytes.Buffer
+	c, err := parseConfig([]string{"--etcd-password-file", pw}, env(nil), &stderr)
+	if err != nil || c.Etcd.Password != "s3cret" {
+		t.Fatalf("flag: %v %q", err, c.Etcd.Password)
+	}
+	c, err = parseConfig(nil, env(map[string]string{"FLANNELD_ETCD_PASSWORD_FILE": pw}), &stderr)
+	if err != nil || c.Etcd.Password != "s3cret" {
+		t.Fatalf("env: %v", err)
+	}
+	if strings.Contains(c.Etcd.String(), "s3cret") {
+		t.Errorf("password shown: %s", c.Etcd.String())
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-password-file", filepath.Join(dir, "missing")}, "--etcd-password-file: open"},
+		{[]string{"--etcd-password-file", empty}, "the first line is empty"},
+		{[]string{"--etcd-password-file", pw, "--etcd-password", "x"}, "both set"},
+	} {
+		stderr.Reset()
+		if _, err := parseConfig(tc.args, env(nil), &stderr); err == nil || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: %v, stderr %q, want %q", tc.args, err, stderr.String(), tc.want)
+		}
+	}
+}
