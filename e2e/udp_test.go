@@ -45,7 +45,7 @@ func TestPrivilegedUDPBackend(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: no lease %s", h.Name, key)
 		}
-		if v, want := string(r.Kvs[0].Value), fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"udp"}`, h.IP); v != want {
+		if v, want := string(r.Kvs[0].Value), fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null}`, h.IP); v != want {
 			t.Errorf("%s: lease value %s, want %s", h.Name, v, want)
 		}
 		out, err := l.Exec(ctx, h.NS, "ip", "-d", "addr", "show", "dev", "flannel0")
@@ -142,7 +142,7 @@ func TestPrivilegedUDPIsTheDefaultBackend(t *testing.T) {
 		pods = append(pods, pod)
 	}
 	for _, r := range leases(t, cli, "/coreos.com/network") {
-		if v := string(r.Kvs[0].Value); !strings.HasSuffix(v, `"BackendType":"udp"}`) {
+		if v := string(r.Kvs[0].Value); !strings.HasSuffix(v, `"PublicIPv6":null}`) || strings.Contains(v, "BackendType") {
 			t.Errorf("lease value %s", v)
 		}
 	}
