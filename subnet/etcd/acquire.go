@@ -239,7 +239,7 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 		return held{}, fmt.Errorf("no subnet to create")
 	}
 	l := held{Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}}
-	val, err := subnet.EncodeAttrs(attrs)
+	val, err := encodeValue(attrs)
 	if err != nil {
 		return held{}, err
 	}
@@ -311,8 +311,10 @@ func (m *Manager) adopt(ctx context.Context, own held, attrs subnet.LeaseAttrs) 
 		}
 		own.Expiration = time.Now().Add(ttl)
 	}
+	// The stored value as it decodes (a udp lease of our versions before
+	// issue 19 still says "BackendType":"udp"), against what we write.
 	cur, _ := subnet.EncodeAttrs(own.Attrs)
-	want, err := subnet.EncodeAttrs(attrs)
+	want, err := encodeValue(attrs)
 	if err != nil {
 		return held{}, err
 	}
@@ -337,6 +339,17 @@ func (m *Manager) adopt(ctx context.Context, own held, attrs subnet.LeaseAttrs) 
 	}
 	own.Attrs = attrs
 	return own, nil
+}
+
+// encodeValue is the value we write for attrs: upstream's bytes, with no
+// BackendType for udp. Upstream's udp backend writes none, and a node of
+// ours must look the same to its peers (kube mode and the v2 store drop it
+// too); peers read both forms as udp.
+func encodeValue(a subnet.LeaseAttrs) ([]byte, error) {
+	if a.BackendType == "udp" {
+		a.BackendType = ""
+	}
+	return subnet.EncodeAttrs(a)
 }
 
 // errLeaseGone means the etcd lease expired or was revoked.
