@@ -145,7 +145,7 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 			}
 		}
 	}
-	taken := subnet.Taken(others)
+	taken := append(subnet.Taken(others), listing.blocked...)
 
 	// Each family's subnet comes from our own lease when that half still
 	// fits (an IPv4-only lease upgraded to dual stack keeps its IPv4

@@ -67,6 +67,11 @@ func (m *Manager) claimOnce(ctx context.Context, attrs subnet.LeaseAttrs, want n
 			own = &held{Lease: x, id: l.meta[i].id, rev: l.meta[i].rev}
 		}
 	}
+	for _, b := range l.blocked {
+		if b.Overlaps(want) {
+			return held{}, fmt.Errorf("%w: %s overlaps a key under %s that is not a lease (see the log)", ErrTaken, b, m.subnets)
+		}
+	}
 	var reuse int64
 	if own != nil {
 		m.log.Warn("Replacing our etcd v3 lease for another subnet", "old", own.String(), "new", want.String())

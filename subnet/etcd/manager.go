@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,7 +58,7 @@ type Manager struct {
 	mu          sync.Mutex
 	unreachable time.Time // start of the current outage, zero when reachable
 	reason      string    // Diagnose's answer for the current outage
-	badKeys     map[string]int64
+	bad         badKeys
 	own         held // our lease, as Acquire got it (for Keep)
 	start       Listing
 	started     bool // start holds Start's listing, until Peers takes it
@@ -84,8 +84,8 @@ func New(cli *clientv3.Client, o Options) *Manager {
 	}
 	return &Manager{
 		cli: cli, opt: o, log: o.Log, subnets: path.Join(o.Prefix, "subnets") + "/",
-		rnd:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
-		badKeys: map[string]int64{},
+		rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
+		bad: badKeys{keys: map[string]struct{}{}},
 	}
 }
 
@@ -97,18 +97,12 @@ func (m *Manager) ConfigKey() string { return path.Join(m.opt.Prefix, "config") 
 func (m *Manager) SubnetsPrefix() string { return m.subnets }
 
 // KeyFor is the etcd key of a lease. The daemon calls it for every lease
-// on every pass, so the common IPv4-only key is built without fmt (the
-// same bytes subnet.MakeKey writes: "10.5.21.0-24").
+// on every pass, so it is built without fmt (the same bytes subnet.MakeKey
+// writes: "10.5.21.0-24").
 func (m *Manager) KeyFor(l subnet.Lease) string {
-	if !l.Subnet.Addr().Is4() || l.IPv6Subnet.IsValid() {
-		return m.subnets + l.Key()
-	}
-	b := make([]byte, 0, len(m.subnets)+len("255.255.255.255-32"))
+	b := make([]byte, 0, len(m.subnets)+len("255.255.255.255-32&ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff-128"))
 	b = append(b, m.subnets...)
-	b = l.Subnet.Addr().AppendTo(b)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, int64(l.Subnet.Bits()), 10)
-	return string(b)
+	return string(appendKeyName(b, l.Subnet, l.IPv6Subnet))
 }
 
 // rpc runs one etcd request with a timeout, and logs the start and the end
@@ -208,14 +202,18 @@ type Listing struct {
 	Revision int64
 	// meta[i] is what etcd says of Leases[i] beyond its value.
 	meta []meta
+	// blocked are the subnets named by keys that are no lease we use (a
+	// value or a key name that is not flannel's) but that other readers
+	// may take for one: never handed out.
+	blocked []netip.Prefix
 }
 
 // meta is a key's etcd lease (0 for a reservation) and the revision of
 // its last write.
 type meta struct{ id, rev int64 }
 
-// List reads every lease with one range request. Keys or values that do not
-// parse are skipped (and logged once per key and revision).
+// List reads every lease with one range request. Keys that are no lease we
+// use are skipped (and logged once while they exist, see decode).
 func (m *Manager) List(ctx context.Context) ([]subnet.Lease, int64, error) {
 	l, err := m.Snapshot(ctx)
 	return l.Leases, l.Revision, err
@@ -232,37 +230,18 @@ func (m *Manager) Snapshot(ctx context.Context) (Listing, error) {
 		return Listing{}, err
 	}
 	out := Listing{Leases: make([]subnet.Lease, 0, len(resp.Kvs)), meta: make([]meta, 0, len(resp.Kvs)), Revision: resp.Header.Revision}
+	var bad []string
 	for _, kv := range resp.Kvs {
-		l, err := m.decode(string(kv.Key), kv.Value, kv.ModRevision)
+		key := string(kv.Key)
+		l, err := m.decode(key, kv.Value)
 		if err != nil {
+			bad = append(bad, key)
+			out.blocked = append(out.blocked, subnet.Taken([]subnet.Lease{l})...)
 			continue
 		}
 		out.Leases = append(out.Leases, l)
 		out.meta = append(out.meta, meta{id: kv.Lease, rev: kv.ModRevision})
 	}
+	m.keepBad(bad)
 	return out, nil
-}
-
-// decode parses a lease key and value; modRev says which write of a bad
-// key was logged already.
-func (m *Manager) decode(key string, value []byte, modRev int64) (subnet.Lease, error) {
-	name := strings.TrimPrefix(key, m.SubnetsPrefix())
-	v4, v6, err := subnet.ParseKey(name)
-	if err == nil && strings.Contains(name, "/") {
-		err = fmt.Errorf("invalid subnet key %q", name)
-	}
-	var attrs subnet.LeaseAttrs
-	if err == nil {
-		attrs, err = subnet.DecodeAttrs(value)
-	}
-	if err != nil {
-		m.mu.Lock()
-		if m.badKeys[key] != modRev {
-			m.badKeys[key] = modRev
-			m.log.Warn("Ignoring bad subnet node", "key", key, "err", err)
-		}
-		m.mu.Unlock()
-		return subnet.Lease{}, err
-	}
-	return subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}, nil
 }

@@ -178,9 +178,10 @@ func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
 			key := string(ev.Kv.Key)
 			if ev.Type == clientv3.EventTypeDelete {
 				w.set.Delete(key)
+				m.forgetBad(key)
 				continue
 			}
-			l, err := m.decode(key, ev.Kv.Value, ev.Kv.ModRevision)
+			l, err := m.decode(key, ev.Kv.Value)
 			if err != nil {
 				// A malformed write replaces whatever the key held: it must
 				// not keep routing to the old value.
