@@ -299,7 +299,7 @@ func (n *node) run(ctx context.Context) error {
 	if fw != nil {
 		g.Go(func(ctx context.Context) error { fw.Run(ctx); return nil })
 	}
-	g.Go(func(ctx context.Context) error { n.watchConfig(ctx, rawCfg); return nil })
+	g.Go(func(ctx context.Context) error { WatchConfig(ctx, sm, rawCfg, n.d.ConfigSource, log); return nil })
 	if c.BlackholeRoute {
 		g.Go(func(ctx context.Context) error { n.keepBlackholes(ctx, lease); return nil })
 	}
@@ -422,31 +422,50 @@ func (n *node) waitForConfig(ctx context.Context) (*subnet.Config, []byte, error
 	}
 }
 
-// watchConfig logs, once per change, that the network config differs from
-// the one the daemon runs with. The daemon keeps forwarding on the old
-// config: switching a live overlay is the operator's decision.
-func (n *node) watchConfig(ctx context.Context, running []byte) {
-	log := n.log
+// configPoll is how often the config is read from a source that cannot
+// watch it (a file in Kubernetes, etcd's v2 store); tests shorten it.
+var configPoll = 5 * time.Second
+
+// WatchConfig logs, once per change, that the network config differs from
+// running, the one the daemon runs with. The daemon keeps forwarding on
+// the old config: switching a live overlay is the operator's decision.
+// A source that can watch the config (subnet.ConfigWatcher: etcd v3) is
+// followed, at no cost to it while nothing changes; any other is read
+// every 5 s. source names where the config lives in the log lines ("etcd",
+// a file). It returns when ctx ends. The fleet benchmark (bench/suite)
+// runs it for its simulated nodes, as the daemon does.
+func WatchConfig(ctx context.Context, sm subnet.Manager, running []byte, source string, log *slog.Logger) {
 	// The texts name etcd, as upstream's operators know them; another
 	// source names itself instead.
-	say := func(msg string) string { return strings.Replace(msg, "in etcd", "in "+n.d.ConfigSource, 1) }
+	say := func(msg string) string { return strings.Replace(msg, "in etcd", "in "+source, 1) }
 	last := string(running)
-	for sleepCtx(ctx, 5*time.Second) {
-		_, raw, err := n.sm.GetConfig(ctx)
+	report := func(raw []byte, err error) {
 		if raw == nil || string(raw) == last {
-			continue
+			return
 		}
 		last = string(raw)
-		if err != nil {
+		switch {
+		case err != nil:
 			log.Error(say("The network config in etcd changed and is invalid; still running on the previous config"), "err", err)
-			continue
-		}
-		if string(raw) == string(running) {
+		case string(raw) == string(running):
 			log.Info(say("The network config in etcd is back to the running config"))
-			continue
+		default:
+			log.Warn(say("The network config in etcd changed; still running on the previous config. Restart flanneld on every node to apply it"),
+				"changed", subnet.ConfigChanges(running, raw), "running", string(running), "new", string(raw))
 		}
-		log.Warn(say("The network config in etcd changed; still running on the previous config. Restart flanneld on every node to apply it"),
-			"changed", subnet.ConfigChanges(running, raw), "running", string(running), "new", string(raw))
+	}
+	if w, ok := sm.(subnet.ConfigWatcher); ok {
+		err := w.WatchConfig(ctx, running, report)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, subnet.ErrConfigNotWatched) {
+			log.Warn("Cannot watch the network config; reading it every "+configPoll.String()+" instead", "err", err)
+		}
+	}
+	for sleepCtx(ctx, configPoll) {
+		_, raw, err := sm.GetConfig(ctx)
+		report(raw, err)
 	}
 }
 

@@ -56,6 +56,24 @@ type ReadyReporter interface {
 	Ready(ctx context.Context) error
 }
 
+// ConfigWatcher is implemented by sources that can follow the network
+// config instead of being read again and again (etcd v3: a watch on the
+// config key, which costs etcd nothing while the config stays as it is).
+// The daemon reads GetConfig every 5 s from the sources that cannot.
+type ConfigWatcher interface {
+	// WatchConfig calls changed with the config's raw text each time it
+	// differs from the last one delivered (at first: running), with the
+	// error that makes it invalid, if any; a deleted config is not
+	// reported. It blocks until ctx ends (nil), riding out outages, or
+	// returns ErrConfigNotWatched at once when this source cannot watch.
+	WatchConfig(ctx context.Context, running []byte, changed func(raw []byte, err error)) error
+}
+
+// ErrConfigNotWatched is WatchConfig's answer when the source cannot watch
+// the config after all (a wrapper whose chosen source cannot): poll
+// GetConfig instead.
+var ErrConfigNotWatched = errors.New("the lease source cannot watch the network config")
+
 // PeerSource keeps the complete current lease set: consumers read the
 // whole set (desired state) or what changed since they last read, never a
 // stream of events to replay, and bursts coalesce into one notification.

@@ -127,3 +127,12 @@ func (a *Auto) Peers() subnet.PeerSource { return a.current().Peers() }
 func (a *Auto) Keep(ctx context.Context, cfg *subnet.Config, own subnet.Lease) error {
 	return a.current().Keep(ctx, cfg, own)
 }
+
+// WatchConfig follows the config through the chosen source when that
+// source can watch it (v3); otherwise (v2) the daemon polls GetConfig.
+func (a *Auto) WatchConfig(ctx context.Context, running []byte, changed func([]byte, error)) error {
+	if w, ok := a.Chosen().(subnet.ConfigWatcher); ok {
+		return w.WatchConfig(ctx, running, changed)
+	}
+	return subnet.ErrConfigNotWatched
+}
