@@ -282,10 +282,7 @@ func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.
 	})
 	if (err != nil || !txn.Succeeded) && reuse == 0 {
 		// Never leave an etcd lease without a key behind.
-		m.rpc(context.WithoutCancel(ctx), "revoke unused lease", func(ctx context.Context) error {
-			_, err := m.cli.Revoke(ctx, grant.ID)
-			return err
-		})
+		m.revoke(ctx, int64(grant.ID))
 	}
 	if err != nil {
 		return held{}, err
@@ -352,6 +349,15 @@ func encodeValue(a subnet.LeaseAttrs) ([]byte, error) {
 	return subnet.EncodeAttrs(a)
 }
 
+// revoke drops an etcd lease of ours that holds no key, even when ctx has
+// ended; a failure only leaves it to expire.
+func (m *Manager) revoke(ctx context.Context, id int64) {
+	m.rpc(context.WithoutCancel(ctx), "revoke unused lease", func(ctx context.Context) error {
+		_, err := m.cli.Revoke(ctx, clientv3.LeaseID(id))
+		return err
+	})
+}
+
 // errLeaseGone means the etcd lease expired or was revoked.
 var errLeaseGone = errors.New("etcd lease not found")
 
@@ -371,137 +377,4 @@ func (m *Manager) keepAliveOnce(ctx context.Context, id int64) (time.Duration, e
 		return 0, errLeaseGone
 	}
 	return time.Duration(resp.TTL) * time.Second, nil
-}
-
-// ErrSubnetChanged is returned by Keep when our lease could only be
-// re-acquired with a different subnet: the node must be reconfigured.
-var ErrSubnetChanged = errors.New("our subnet was taken over by another node")
-
-// Keep renews our lease before it expires and re-creates our key if someone
-// deletes it or its etcd lease expires during an outage, with the same
-// subnet when it is still free. It returns when ctx ends, or with
-// ErrSubnetChanged when the subnet is lost for good. Nothing is torn down.
-func (m *Manager) Keep(ctx context.Context, cfg *subnet.Config, lease subnet.Lease) error {
-	own := m.heldFor(lease)
-	key := m.KeyFor(own.Lease)
-	renewIn := func() time.Duration {
-		if own.isReservation() {
-			return 24 * time.Hour
-		}
-		d := time.Until(own.Expiration) - m.opt.RenewMargin
-		if min := m.opt.TTL / 3; d < min {
-			// A margin as long as the TTL (short test TTLs) would renew
-			// in a busy loop.
-			d = min
-		}
-		return d
-	}
-	retry := time.Minute
-	if r := m.opt.TTL / 10; r < retry {
-		retry = r
-	}
-	timer := time.NewTimer(renewIn())
-	defer timer.Stop()
-	m.log.Info(fmt.Sprintf("Waiting for %s to renew lease", renewIn().Round(10*time.Millisecond)))
-
-	wctx, wcancel := context.WithCancel(ctx)
-	defer func() { wcancel() }()
-	events := m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.rev+1))
-
-	reacquire := func(why string) error {
-		m.log.Warn("Our lease is gone; re-acquiring the same subnet", "subnet", own.String(), "reason", why)
-		prev := subnet.Env{Subnet: own.Subnet, IPv6Subnet: own.IPv6Subnet}
-		l, err := m.acquire(ctx, nil, cfg, own.Attrs, prev, nil, own.id)
-		if err != nil {
-			return err
-		}
-		if l.Subnet != own.Subnet || l.IPv6Subnet != own.IPv6Subnet {
-			m.log.Error("Re-acquired a different subnet", "old", own.String(), "new", l.String())
-			return ErrSubnetChanged
-		}
-		own = l
-		m.hold(l, nil)
-		m.log.Info("Lease re-acquired", "subnet", own.String())
-		if m.opt.OnLease != nil {
-			m.opt.OnLease(own.Lease)
-		}
-		return nil
-	}
-	restartWatch := func() {
-		wcancel()
-		wctx, wcancel = context.WithCancel(ctx)
-		events = m.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(own.rev+1))
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-			ttl, err := m.keepAliveOnce(ctx, own.id)
-			switch {
-			case errors.Is(err, errLeaseGone):
-				if err := reacquire("etcd lease expired"); err != nil {
-					return err
-				}
-				restartWatch()
-			case err != nil:
-				m.log.Warn(fmt.Sprintf("Error renewing lease (trying again in %s): %v", retry, err))
-				timer.Reset(retry)
-				continue
-			default:
-				own.Expiration = time.Now().Add(ttl)
-				m.log.Info(fmt.Sprintf("Lease renewed, new expiration: %s", own.Expiration.UTC().Format(time.RFC3339)))
-				if m.opt.OnLease != nil {
-					m.opt.OnLease(own.Lease)
-				}
-			}
-			timer.Reset(renewIn())
-		case resp, ok := <-events:
-			if !ok || resp.Err() != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				// The watch ended (outage, leader loss, compaction): check
-				// the key directly, then watch again.
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(time.Second):
-				}
-				var get *clientv3.GetResponse
-				if err := m.rpc(ctx, "get "+key, func(ctx context.Context) (err error) {
-					get, err = m.cli.Get(ctx, key)
-					return err
-				}); err != nil {
-					restartWatch()
-					continue
-				}
-				if len(get.Kvs) == 0 {
-					if err := reacquire("key deleted"); err != nil {
-						return err
-					}
-					timer.Reset(renewIn())
-				} else {
-					own.rev = get.Kvs[0].ModRevision
-				}
-				restartWatch()
-				continue
-			}
-			for _, ev := range resp.Events {
-				own.rev = ev.Kv.ModRevision
-				if ev.Type == clientv3.EventTypeDelete {
-					if err := reacquire("key deleted"); err != nil {
-						return err
-					}
-					timer.Reset(renewIn())
-					restartWatch()
-					break
-				}
-				if a, err := subnet.DecodeAttrs(ev.Kv.Value); err == nil && a.PublicIP != own.Attrs.PublicIP {
-					m.log.Error("Our subnet was claimed by another node", "subnet", own.String(), "publicIP", a.PublicIP)
-					return ErrSubnetChanged
-				}
-			}
-		}
-	}
 }

@@ -54,6 +54,8 @@ type Manager struct {
 	// subnets is SubnetsPrefix(), computed once: KeyFor runs for every
 	// lease on every daemon pass.
 	subnets string
+	// newTimer is time.NewTimer; tests shorten Keep's waits through it.
+	newTimer func(time.Duration) *time.Timer
 
 	mu          sync.Mutex
 	unreachable time.Time // start of the current outage, zero when reachable
@@ -84,8 +86,9 @@ func New(cli *clientv3.Client, o Options) *Manager {
 	}
 	return &Manager{
 		cli: cli, opt: o, log: o.Log, subnets: path.Join(o.Prefix, "subnets") + "/",
-		rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
-		bad: badKeys{keys: map[string]struct{}{}},
+		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), rand.Uint64())),
+		bad:      badKeys{keys: map[string]struct{}{}},
+		newTimer: time.NewTimer,
 	}
 }
 
