@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/backend/netdev"
 )
 
 // tunFile is an open file descriptor attached to the TUN device.
@@ -197,60 +197,15 @@ func (d *device) ensure(h *kernel.Handle, ns *nsExec, log *slog.Logger, cur *tun
 	return fresh, nil
 }
 
-// fix sets MTU, queue length, address and link state.
+// fix sets the queue length, then MTU, address and link state (package
+// netdev, shared by every tunnel backend).
 func (d *device) fix(h *kernel.Handle, ns *nsExec, link netlink.Link) error {
-	attrs := link.Attrs()
-	if attrs.MTU != d.mtu {
-		if err := h.LinkSetMTU(link, d.mtu); err != nil {
-			return fmt.Errorf("set MTU of %s to %d: %w", d.name, d.mtu, err)
-		}
-	}
-	if attrs.TxQLen < txQueueLen {
+	if link.Attrs().TxQLen < txQueueLen {
 		if err := ns.run(func() error { return setTxQueueLen(d.name, txQueueLen) }); err != nil {
 			return err
 		}
 	}
-	if !d.addr.IsValid() {
-		return nil
-	}
-	if err := d.ensureAddr(h, link); err != nil {
-		return err
-	}
-	if attrs.Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set %s up: %w", d.name, err)
-		}
-	}
-	return nil
-}
-
-// ensureAddr keeps exactly our address among the device's addresses inside
-// the overlay network (a node whose lease changed had another one).
-func (d *device) ensureAddr(h *kernel.Handle, link netlink.Link) error {
-	addrs, err := h.AddrList(link, unix.AF_INET)
-	if err != nil {
-		return err
-	}
-	found := false
-	var errs []error
-	for _, a := range addrs {
-		p := kernel.PrefixFromIPNet(a.IPNet)
-		if p == d.addr {
-			found = true
-			continue
-		}
-		if d.network.Contains(p.Addr()) {
-			if err := h.AddrDel(link, p); err != nil {
-				errs = append(errs, fmt.Errorf("remove stale address %s from %s: %w", p, d.name, err))
-			}
-		}
-	}
-	if !found {
-		if err := h.AddrAdd(link, d.addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("add address %s to %s: %w", d.addr, d.name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return netdev.Ensure(h, link, netdev.Want{Name: d.name, MTU: d.mtu, Addr: d.addr, Network: d.network})
 }
 
 func (d *device) kernelDevice() kernel.Device {

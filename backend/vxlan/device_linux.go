@@ -1,16 +1,15 @@
 package vxlan
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/backend/netdev"
 )
 
 // defaultPort is the kernel's vxlan UDP port when none is given (Linux
@@ -92,7 +91,8 @@ func (d *device) incompatible(l netlink.Link) string {
 // ensure makes the device exist as wanted: it adopts a compatible device
 // as it is (adopt: taking its MAC as ours), replaces an incompatible one,
 // creates a missing one with our MAC, and then fixes MAC, MTU, addresses
-// and link state in place. Nothing is written when all is right.
+// and link state in place (the last three through package netdev).
+// Nothing is written when all is right.
 func (d *device) ensure(h *kernel.Handle, log *slog.Logger, adopt bool) error {
 	link, err := h.LinkByName(d.name)
 	switch {
@@ -148,12 +148,6 @@ func (d *device) ensure(h *kernel.Handle, log *slog.Logger, adopt bool) error {
 		}
 	}
 
-	if attrs.MTU != d.mtu {
-		if err := h.LinkSetMTU(link, d.mtu); err != nil {
-			return fmt.Errorf("set MTU of %s to %d: %w", d.name, d.mtu, err)
-		}
-	}
-
 	if created || adopt {
 		if err := h.DisableAcceptRA(d.name); err != nil {
 			// Best effort, as upstream: a kernel without IPv6 has no knob.
@@ -161,19 +155,13 @@ func (d *device) ensure(h *kernel.Handle, log *slog.Logger, adopt bool) error {
 		}
 		d.applyChecksum(h, log)
 	}
+	return netdev.Ensure(h, link, d.want())
+}
 
-	if !d.addr.IsValid() {
-		return nil
-	}
-	if err := d.ensureAddr(h, link); err != nil {
-		return err
-	}
-	if attrs.Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set %s up: %w", d.name, err)
-		}
-	}
-	return nil
+// want is the device's MTU, address and network as package netdev, which
+// every tunnel backend shares, sets them.
+func (d *device) want() netdev.Want {
+	return netdev.Want{Name: d.name, MTU: d.mtu, Addr: d.addr, Network: d.network}
 }
 
 // create adds the link with our MAC in the RTM_NEWLINK request itself, so
@@ -200,40 +188,6 @@ func (d *device) create(h *kernel.Handle) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up new device %s: %w", d.name, err)
 	}
 	return link, nil
-}
-
-// ensureAddr keeps exactly our address on the device: other addresses
-// inside the network (IPv4) or other non-link-local addresses (IPv6) go,
-// as upstream does.
-func (d *device) ensureAddr(h *kernel.Handle, link netlink.Link) error {
-	addrs, err := h.AddrList(link, d.family())
-	if err != nil {
-		return err
-	}
-	found := false
-	var errs []error
-	for _, a := range addrs {
-		p := kernel.PrefixFromIPNet(a.IPNet)
-		if p == d.addr {
-			found = true
-			continue
-		}
-		stale := d.network.Contains(p.Addr())
-		if d.v6 {
-			stale = !p.Addr().IsLinkLocalUnicast()
-		}
-		if stale {
-			if err := h.AddrDel(link, p); err != nil {
-				errs = append(errs, fmt.Errorf("remove stale address %s from %s: %w", p, d.name, err))
-			}
-		}
-	}
-	if !found {
-		if err := h.AddrAdd(link, d.addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("add address %s to %s: %w", d.addr, d.name, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // applyChecksum applies the ChecksumOffload decision; failures are logged,
