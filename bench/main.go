@@ -47,6 +47,7 @@ type options struct {
 	profileDir string
 	daemonEnv  []string
 	verbose    bool
+	fleet      fleetOptions
 }
 
 func main() {
@@ -98,6 +99,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return nil
 	})
 	fs.BoolVar(&o.verbose, "v", false, "log progress to stderr")
+	o.fleet.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -154,6 +156,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return fail("--kube-updates %d: must not be negative", o.kubeUpd)
 	case o.kubeRate < 0:
 		return fail("--kube-rate %g: must not be negative", o.kubeRate)
+	}
+	if err := o.fleet.check(); err != nil {
+		return fail("%v", err)
 	}
 	for _, k := range o.ks {
 		if n := k + o.burst + o.changes; n > suite.MaxPeers {
@@ -308,8 +313,11 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 		})
 	}
 
+	fleet, fleetFailed := runFleet(ctx, o.fleet, bin, out, logf)
+	failed = append(failed, fleetFailed...)
+
 	fmt.Fprintln(out, "\ntargets:")
-	for _, t := range suite.Targets(sums, idles, tps, kubes) {
+	for _, t := range append(suite.Targets(sums, idles, tps, kubes), suite.FleetTargets(fleet)...) {
 		fmt.Fprintf(out, "  %-13s %-62s %s\n", t.Status(), t.Name, t.Got)
 	}
 	if err := ctx.Err(); err != nil {

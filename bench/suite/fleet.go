@@ -1,0 +1,361 @@
+package suite
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The fleet case (issue 19) looks at flannel from etcd's side: many nodes,
+// one etcd server. Simulated nodes are the real lease source
+// (subnet/etcd's Manager, each with its own client and connection, as a
+// daemon has) driven the way the daemon drives it, with no data plane:
+// GetConfig, Start, Previous, Acquire, Peers().Run, Keep, and the daemon's
+// own config watch (daemon.WatchConfig). Real daemons are flanneld
+// processes in lab hosts.
+
+// RequestCounts are etcd requests by kind: the lease source's request kinds
+// (get, list, grant, create, update, renew, ...) on the client side, or
+// gRPC methods (Range, Txn, Watch, LeaseKeepAlive, ...) as etcd counts the
+// messages it received.
+type RequestCounts map[string]int64
+
+// Total is the sum over every kind.
+func (c RequestCounts) Total() int64 {
+	var n int64
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// Sub is c − before, kind by kind, without the kinds that did not change.
+func (c RequestCounts) Sub(before RequestCounts) RequestCounts {
+	out := RequestCounts{}
+	for k, v := range c {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Without is c without the given kinds.
+func (c RequestCounts) Without(kinds ...string) RequestCounts {
+	out := RequestCounts{}
+	for k, v := range c {
+		if !slices.Contains(kinds, k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// String is "12,345 (Range 1,000, Txn 2,345, ...)", kinds by name.
+func (c RequestCounts) String() string {
+	if len(c) == 0 {
+		return "0"
+	}
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + " " + thousands(c[k])
+	}
+	return thousands(c.Total()) + " (" + strings.Join(parts, ", ") + ")"
+}
+
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
+
+// ParseGRPCReceived reads etcd's /metrics and returns the gRPC messages
+// it received by method (grpc_server_msg_received_total): one per unary
+// request, one per message on a stream (each watch created or cancelled,
+// each lease keepalive).
+func ParseGRPCReceived(b []byte) (RequestCounts, error) {
+	out := RequestCounts{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	const name = "grpc_server_msg_received_total{"
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return nil, fmt.Errorf("metrics line %q: no value", line)
+		}
+		method := ""
+		for _, l := range strings.Split(labels, ",") {
+			if v, ok := strings.CutPrefix(l, `grpc_method="`); ok {
+				method = strings.TrimSuffix(v, `"`)
+			}
+		}
+		if method == "" {
+			return nil, fmt.Errorf("metrics line %q: no grpc_method", line)
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		if f != 0 {
+			out[method] += int64(f)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// keepaliveMethod is the lease keepalive stream's gRPC method: the idle
+// target counts requests beyond it.
+const keepaliveMethod = "LeaseKeepAlive"
+
+// StormResult is one join storm: N simulated nodes started at once
+// against an etcd holding only the network config.
+type StormResult struct {
+	N      int
+	Joined int // nodes that held a lease when the storm ended
+	// Held is the time from the start until every node held its lease
+	// (the daemon writes subnet.env then); zero when not all did within
+	// the bound. HeldP50 is the median node's.
+	Held, HeldP50 time.Duration
+	// Seen is the time until every node's peer watcher held all N
+	// leases.
+	Seen      time.Duration
+	Overlaps  int // pairs of leases that overlap; the guarantee is none
+	LostRaces int // "lease race lost, retrying": transactions that lost
+	// OtherRetries are the other failed attempts of Acquire (an error,
+	// a full network).
+	OtherRetries int
+	Requests     RequestCounts // the lease sources' requests (Options.OnRequest), by kind
+	Server       RequestCounts // etcd's received gRPC messages during the storm
+	EtcdCPU      time.Duration // etcd's utime+stime during the storm
+}
+
+// Line prints one storm.
+func (r StormResult) Line() string {
+	held := "not all (" + strconv.Itoa(r.Joined) + " of " + strconv.Itoa(r.N) + ")"
+	if r.Held > 0 {
+		held = FormatDuration(r.Held) + " (median node " + FormatDuration(r.HeldP50) + ")"
+	}
+	seen := "-"
+	if r.Seen > 0 {
+		seen = FormatDuration(r.Seen)
+	}
+	return fmt.Sprintf("join storm N=%d: all hold distinct subnets after %s, %d overlaps; every watcher holds all %d leases after %s; "+
+		"%s lost races, %d other retries; lease source requests %s; etcd received %s; etcd CPU %s",
+		r.N, held, r.Overlaps, r.N, seen, thousands(int64(r.LostRaces)), r.OtherRetries, r.Requests, r.Server, FormatDuration(r.EtcdCPU))
+}
+
+// FleetIdleResult is what N idle simulated nodes cost etcd.
+type FleetIdleResult struct {
+	N      int
+	Poll   bool // the nodes read the config every 5 s (the daemon before issue 19)
+	Window time.Duration
+	Setup  time.Duration // bringing the fleet up, before the window
+	// Requests and Server are counted over Window: the lease sources'
+	// requests, and the gRPC messages etcd received.
+	Requests RequestCounts
+	Server   RequestCounts
+	EtcdCPU  time.Duration // etcd's utime+stime over Window
+	EtcdRSS  uint64        // etcd's resident set at the end of Window
+}
+
+func perNodeMinute(n int64, nodes int, window time.Duration) float64 {
+	if nodes == 0 || window <= 0 {
+		return 0
+	}
+	return float64(n) / float64(nodes) / window.Minutes()
+}
+
+// PerNodeMinute is what the idle target counts: the messages etcd
+// received beyond the lease keepalive stream, per node per minute.
+func (r FleetIdleResult) PerNodeMinute() float64 {
+	return perNodeMinute(r.Server.Without(keepaliveMethod).Total(), r.N, r.Window)
+}
+
+// ClientPerNodeMinute is the lease sources' own count of their requests,
+// per node per minute.
+func (r FleetIdleResult) ClientPerNodeMinute() float64 {
+	return perNodeMinute(r.Requests.Total(), r.N, r.Window)
+}
+
+// EtcdCPUShare is etcd's CPU over the window as a share of one core.
+func (r FleetIdleResult) EtcdCPUShare() float64 {
+	if r.Window <= 0 {
+		return 0
+	}
+	return float64(r.EtcdCPU) / float64(r.Window)
+}
+
+// Line prints one idle fleet.
+func (r FleetIdleResult) Line() string {
+	how := "config watched"
+	if r.Poll {
+		how = "config read every 5 s (before issue 19)"
+	}
+	return fmt.Sprintf("idle fleet N=%d, %s, window %s (fleet up in %s): etcd received %.2f requests per node per minute beyond lease keepalives (%s), "+
+		"the lease sources counted %.2f (%s); etcd CPU %s = %.1f%% of a core, RSS %s",
+		r.N, how, FormatDuration(r.Window), FormatDuration(r.Setup), r.PerNodeMinute(), r.Server, r.ClientPerNodeMinute(), r.Requests,
+		FormatDuration(r.EtcdCPU), 100*r.EtcdCPUShare(), FormatMiB(r.EtcdRSS))
+}
+
+// ChurnResult is a tenth (Restarted) of an idle fleet restarting at once.
+type ChurnResult struct {
+	N, Restarted int
+	// NewMAC: the restarted nodes came back with a new VtepMAC (their
+	// device was re-created), so each one rewrites its lease; otherwise
+	// they came back with their attributes unchanged (a rolling update
+	// of the daemon), which writes nothing.
+	NewMAC bool
+	// Rejoined is the time from the restart until every restarted node
+	// held its lease again.
+	Rejoined time.Duration
+	// Converged is the time until every other node's peer watcher held
+	// every restarted node's new lease (NewMAC only; zero otherwise, or
+	// when not all converged within the bound, see Unconverged).
+	Converged   time.Duration
+	Unconverged int
+	// Events are the lease changes each other node's consumer took from
+	// its watcher (came plus gone), Passes the notifications it handled:
+	// mean and most over the other nodes.
+	EventsMean, PassesMean float64
+	EventsMax, PassesMax   int64
+	Requests               RequestCounts
+	Server                 RequestCounts
+	EtcdCPU                time.Duration
+}
+
+// Line prints one churn.
+func (r ChurnResult) Line() string {
+	what := "attributes unchanged"
+	conv := "nothing to converge on"
+	if r.NewMAC {
+		what = "new VtepMAC"
+		conv = "every other node's watcher converged after " + FormatDuration(r.Converged)
+		if r.Unconverged > 0 {
+			conv = fmt.Sprintf("%d other nodes had not converged", r.Unconverged)
+		}
+	}
+	return fmt.Sprintf("churn N=%d, %d restarted at once (%s): all held their leases again after %s; %s; "+
+		"each other node took %.1f lease events (most %d) in %.1f passes (most %d); lease source requests %s; etcd received %s; etcd CPU %s",
+		r.N, r.Restarted, what, FormatDuration(r.Rejoined), conv, r.EventsMean, r.EventsMax, r.PassesMean, r.PassesMax,
+		r.Requests, r.Server, FormatDuration(r.EtcdCPU))
+}
+
+// DaemonsResult is N real flanneld processes started at once, twice:
+// into an empty etcd (each allocates), then again with their leases in
+// etcd (no allocation), and one of them restarted alone.
+type DaemonsResult struct {
+	N int
+	// Spawn is how long starting the N processes took (they count from
+	// the first start).
+	Spawn time.Duration
+	// First and Restart are the times from the first start until every
+	// subnet.env was written (rewritten), and ReadyFirst and
+	// ReadyRestart until every daemon logged "flannel is ready".
+	First, Restart           time.Duration
+	ReadyFirst, ReadyRestart time.Duration
+	// CPU per daemon (utime+stime from /proc/<pid>/stat once the storm
+	// settled): mean and most.
+	CPUFirstMean, CPUFirstMax     time.Duration
+	CPURestartMean, CPURestartMax time.Duration
+	// Lone is one daemon restarted alone afterwards: subnet.env time and
+	// CPU, the start-up cost without the storm.
+	Lone, LoneCPU time.Duration
+	// etcd's CPU and received messages during each storm.
+	EtcdCPUFirst, EtcdCPURestart time.Duration
+	ServerFirst, ServerRestart   RequestCounts
+}
+
+// Ratio is First / Restart; the target is at most 1.1.
+func (r DaemonsResult) Ratio() float64 {
+	if r.Restart <= 0 {
+		return 0
+	}
+	return float64(r.First) / float64(r.Restart)
+}
+
+// Line prints the real daemons' figures.
+func (r DaemonsResult) Line() string {
+	return fmt.Sprintf("real daemons N=%d (vxlan, started in %s): every subnet.env written after %s (all ready %s); restarted with their leases in etcd: rewritten after %s (all ready %s); "+
+		"ratio %.2f; CPU per daemon: first start %s (most %s), restart storm %s (most %s), one daemon restarted alone %s (subnet.env %s); "+
+		"etcd CPU %s / %s, etcd received %s / %s",
+		r.N, FormatDuration(r.Spawn), FormatDuration(r.First), FormatDuration(r.ReadyFirst), FormatDuration(r.Restart), FormatDuration(r.ReadyRestart),
+		r.Ratio(), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax),
+		FormatDuration(r.LoneCPU), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart)
+}
+
+// FleetResults are the fleet case's figures.
+type FleetResults struct {
+	Storms  []StormResult
+	Idle    []FleetIdleResult
+	Churn   []ChurnResult
+	Daemons []DaemonsResult
+}
+
+// FleetTargets checks issue 19's fleet goals: real daemons' first start
+// within 1.1× their restart storm, 1,000 simulated joiners within 5 s with
+// no overlap, and at most one etcd request per idle node per minute
+// beyond the lease keepalive stream (every watching fleet measured).
+func FleetTargets(r FleetResults) []Target {
+	var ts []Target
+	t := Target{Name: "100 real daemons: first start <= 1.1x restart storm", Got: "not measured"}
+	for _, d := range r.Daemons {
+		if d.N == 100 && d.Restart > 0 {
+			t.Measured, t.Met = true, d.First > 0 && d.Ratio() <= 1.1
+			t.Got = fmt.Sprintf("%.2fx (%s vs %s)", d.Ratio(), FormatDuration(d.First), FormatDuration(d.Restart))
+		}
+	}
+	ts = append(ts, t)
+	t = Target{Name: "1,000 simulated joiners hold subnets within 5 s, 0 overlaps", Got: "not measured"}
+	for _, s := range r.Storms {
+		if s.N != 1000 {
+			continue
+		}
+		t.Measured = true
+		t.Met = s.Held > 0 && s.Held <= 5*time.Second && s.Overlaps == 0
+		if s.Held > 0 {
+			t.Got = fmt.Sprintf("%s, %d overlaps", FormatDuration(s.Held), s.Overlaps)
+		} else {
+			t.Got = fmt.Sprintf("%d of 1,000 joined, %d overlaps", s.Joined, s.Overlaps)
+		}
+	}
+	ts = append(ts, t)
+	t = Target{Name: "idle: <= 1 etcd request per node per minute beyond keepalives", Got: "not measured"}
+	var worst *FleetIdleResult
+	for i := range r.Idle {
+		if r.Idle[i].Poll {
+			continue
+		}
+		if worst == nil || r.Idle[i].PerNodeMinute() > worst.PerNodeMinute() {
+			worst = &r.Idle[i]
+		}
+	}
+	if worst != nil {
+		t.Measured, t.Met = true, worst.PerNodeMinute() <= 1
+		t.Got = fmt.Sprintf("%.2f (worst: N=%d)", worst.PerNodeMinute(), worst.N)
+	}
+	return append(ts, t)
+}
