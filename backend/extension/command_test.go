@@ -21,7 +21,7 @@ func TestArgv(t *testing.T) {
 		{"ip route add $SUBNET via $PUBLIC_IP", []string{"ip", "route", "add", "10.5.9.0/24", "via", "192.168.50.2"}}, // the last SUBNET wins
 		{"  ip\troute   add ${SUBNET}  ", []string{"ip", "route", "add", "10.5.9.0/24"}},
 		{`echo "$SUBNET"`, []string{"echo", `"10.5.9.0/24"`}}, // quotes stay: upstream's docs are wrong
-		{"echo $SPACED", []string{"echo", "a b"}},              // expanded after splitting: one argument
+		{"echo $SPACED", []string{"echo", "a b"}},             // expanded after splitting: one argument
 		{"echo $NOPE x$1y $$ $? *", []string{"echo", "", "xy", "", "", "*"}},
 		{"echo a;b && c | d $(id)", []string{"echo", "a;b", "&&", "c", "|", "d", "$(id)"}},
 		{"echo $", []string{"echo", "$"}},
@@ -50,7 +50,9 @@ func TestExecRunner(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("uses /bin/sh scripts")
 	}
-	environ := func() []string { return []string{"PATH=" + os.Getenv("PATH"), "FROM_FLANNELD=yes", "SUBNET=flanneld's"} }
+	environ := func() []string {
+		return []string{"PATH=" + os.Getenv("PATH"), "FROM_FLANNELD=yes", "SUBNET=flanneld's"}
+	}
 	r := execRunner{timeout: 5 * time.Second, environ: environ}
 	ctx := context.Background()
 
