@@ -1,5 +1,7 @@
 package subnet
 
+import "bytes"
+
 // LeaseSet is a lease source's current set of leases, keyed by whatever
 // names a lease in that source (an etcd key, a Node name), with what a
 // PeerSource's consumer needs: the whole set (TakeAll), or what changed
@@ -68,6 +70,40 @@ func (s *LeaseSet) Delete(key string) bool {
 func (s *LeaseSet) Reset(leases map[string]Lease) {
 	s.leases = leases
 	s.MarkSynced()
+}
+
+// Sync makes leases (taken over, not copied) the whole set after a listing
+// that should match it, recording each key that differs as a change, as
+// Put and Delete do: unlike Reset, consumers are not made to take the whole
+// set. It returns how many keys differed. An unsynced set is Reset.
+func (s *LeaseSet) Sync(leases map[string]Lease) int {
+	if !s.synced {
+		s.Reset(leases)
+		return len(leases)
+	}
+	n := 0
+	for k, l := range s.leases {
+		if now, ok := leases[k]; !ok || !sameLease(l, now) {
+			s.change(k)
+			n++
+		}
+	}
+	for k := range leases {
+		if _, ok := s.leases[k]; !ok {
+			s.change(k)
+			n++
+		}
+	}
+	s.leases = leases
+	return n
+}
+
+// sameLease reports whether a and b are the same lease, attributes and
+// expiry included.
+func sameLease(a, b Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Expiration.Equal(b.Expiration) &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 && a.Attrs.BackendType == b.Attrs.BackendType &&
+		bytes.Equal(a.Attrs.BackendData, b.Attrs.BackendData) && bytes.Equal(a.Attrs.BackendV6Data, b.Attrs.BackendV6Data)
 }
 
 // MarkSynced says the set is complete: consumers take it whole next.

@@ -67,3 +67,33 @@ func TestLeaseSetChanges(t *testing.T) {
 		t.Error("TakeAll clears the overflow")
 	}
 }
+
+// Sync applies a listing as changes: only the keys that differ (new,
+// gone, or another value, BackendData included) are reported.
+func TestLeaseSetSync(t *testing.T) {
+	s := NewLeaseSet()
+	if n := s.Sync(map[string]Lease{"a": setLease(1, "192.0.2.1")}); n != 1 || !s.Synced() {
+		t.Fatalf("Sync of an unsynced set: %d changes, synced %v", n, s.Synced())
+	}
+	vx := func(mac string) Lease {
+		l := setLease(2, "192.0.2.2")
+		l.Attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)
+		return l
+	}
+	s.Reset(map[string]Lease{"a": setLease(1, "192.0.2.1"), "b": vx("02:00:00:00:00:01"), "c": setLease(3, "192.0.2.3")})
+	s.TakeAll()
+	if n := s.Sync(map[string]Lease{"a": setLease(1, "192.0.2.1"), "b": vx("02:00:00:00:00:01"), "c": setLease(3, "192.0.2.3")}); n != 0 {
+		t.Fatalf("the same set: %d changes", n)
+	}
+	n := s.Sync(map[string]Lease{"a": setLease(1, "192.0.2.1"), "b": vx("02:00:00:00:00:02"), "d": setLease(4, "192.0.2.4")})
+	gone, came, all := s.Changes()
+	if n != 3 || all {
+		t.Fatalf("%d changes (all %v), want 3 listed", n, all)
+	}
+	if g, want := subnets(gone), []string{"10.5.2.0/24@192.0.2.2", "10.5.3.0/24@192.0.2.3"}; !slices.Equal(g, want) {
+		t.Errorf("gone %v, want %v", g, want)
+	}
+	if c, want := subnets(came), []string{"10.5.2.0/24@192.0.2.2", "10.5.4.0/24@192.0.2.4"}; !slices.Equal(c, want) {
+		t.Errorf("came %v, want %v", c, want)
+	}
+}

@@ -35,6 +35,11 @@ type Options struct {
 	// OnWatchRestart, when set, is called when the lease watch is
 	// re-established; relist is true after a compaction.
 	OnWatchRestart func(relist bool)
+	// Relist is how often (give or take a tenth) the watcher compares its
+	// lease set with etcd's, as a safety net against a missed watch
+	// event: one range read, logged only when it found a difference.
+	// Default 10 min; negative: never.
+	Relist time.Duration
 	// OnLease, when set, sees our lease whenever Keep renews or re-creates
 	// it.
 	OnLease func(subnet.Lease)
@@ -80,6 +85,9 @@ func New(cli *clientv3.Client, o Options) *Manager {
 	}
 	if o.RPCTimeout <= 0 {
 		o.RPCTimeout = 5 * time.Second
+	}
+	if o.Relist == 0 {
+		o.Relist = 10 * time.Minute
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -223,10 +231,13 @@ func (m *Manager) List(ctx context.Context) ([]subnet.Lease, int64, error) {
 }
 
 // Snapshot is List as a Listing.
-func (m *Manager) Snapshot(ctx context.Context) (Listing, error) {
+func (m *Manager) Snapshot(ctx context.Context) (Listing, error) { return m.snapshot(ctx) }
+
+// snapshot is Snapshot with more options for the range read (a revision).
+func (m *Manager) snapshot(ctx context.Context, opts ...clientv3.OpOption) (Listing, error) {
 	var resp *clientv3.GetResponse
 	err := m.rpc(ctx, "list "+m.SubnetsPrefix(), func(ctx context.Context) (err error) {
-		resp, err = m.cli.Get(ctx, m.SubnetsPrefix(), clientv3.WithPrefix())
+		resp, err = m.cli.Get(ctx, m.SubnetsPrefix(), append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 		return err
 	})
 	if err != nil {

@@ -13,15 +13,19 @@ import (
 
 // Watcher keeps the complete current set of leases: an initial listing,
 // then a watch from the next revision. After compaction it re-lists; after
-// a lost connection it resumes from the last revision seen. Consumers read
-// the whole set (desired state), never a stream of events to replay, and
-// bursts of changes coalesce into one notification.
+// a lost connection it resumes after the last event it applied. Every
+// Options.Relist it compares the set with etcd's, as a safety net against
+// a missed event. Consumers read the whole set (desired state), never a
+// stream of events to replay, and bursts of changes coalesce into one
+// notification.
 type Watcher struct {
 	m       *Manager
 	updated chan struct{}
 
 	mu  sync.Mutex // guards the fields below
 	set *subnet.LeaseSet
+	// rev is the revision the set reflects: every change up to it is
+	// applied, none after it. The watch resumes at rev+1.
 	rev int64
 }
 
@@ -35,14 +39,20 @@ func (m *Manager) NewWatcher() *Watcher {
 // again, so a daemon reads the leases once at start.
 func (m *Manager) NewWatcherFrom(l Listing) *Watcher {
 	w := m.NewWatcher()
-	leases := make(map[string]subnet.Lease, len(l.Leases))
-	for _, lease := range l.Leases {
-		leases[m.KeyFor(lease)] = lease
-	}
-	w.set.Reset(leases)
+	w.set.Reset(m.byKey(l.Leases))
 	w.rev = l.Revision
 	w.notify()
 	return w
+}
+
+// byKey maps leases by their keys, which are the keys etcd holds them
+// under: a key that is not the one KeyFor builds is no lease (decode).
+func (m *Manager) byKey(leases []subnet.Lease) map[string]subnet.Lease {
+	out := make(map[string]subnet.Lease, len(leases))
+	for _, l := range leases {
+		out[m.KeyFor(l)] = l
+	}
+	return out
 }
 
 func (w *Watcher) lock()   { w.mu.Lock() }
@@ -105,6 +115,11 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		return true
 	}
+	var relist *time.Timer
+	if m.opt.Relist > 0 {
+		relist = time.NewTimer(m.relistIn())
+		defer relist.Stop()
+	}
 	w.lock()
 	needList := !w.set.Synced()
 	w.unlock()
@@ -117,12 +132,8 @@ func (w *Watcher) Run(ctx context.Context) {
 				}
 				continue
 			}
-			set := make(map[string]subnet.Lease, len(leases))
-			for _, l := range leases {
-				set[m.KeyFor(l)] = l
-			}
 			w.lock()
-			w.set.Reset(set) // consumers take the new set whole
+			w.set.Reset(m.byKey(leases)) // consumers take the new set whole
 			w.rev = rev
 			w.unlock()
 			w.notify()
@@ -131,12 +142,17 @@ func (w *Watcher) Run(ctx context.Context) {
 		}
 		watched := time.Now()
 		wctx, cancel := context.WithCancel(ctx)
-		ch := m.cli.Watch(clientv3.WithRequireLeader(wctx), m.SubnetsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(w.Revision()+1))
-		needList = w.consume(ch)
+		ch := m.cli.Watch(clientv3.WithRequireLeader(wctx), m.SubnetsPrefix(), clientv3.WithPrefix(),
+			clientv3.WithRev(w.Revision()+1), clientv3.WithProgressNotify())
+		end := w.consume(ctx, ch, relist)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		if end == watchRelisted {
+			continue // the set is a fresh listing's: watch on from it
+		}
+		needList = end == watchCompacted
 		if m.opt.OnWatchRestart != nil {
 			m.opt.OnWatchRestart(needList)
 		}
@@ -157,18 +173,63 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 }
 
-// consume applies watch responses until the channel ends; it reports
-// whether a re-list is needed (compaction).
-func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
+// relistIn is Options.Relist give or take a tenth, so that the nodes of a
+// fleet started together do not list together.
+func (m *Manager) relistIn() time.Duration {
+	d := m.opt.Relist
+	m.rndM.Lock()
+	defer m.rndM.Unlock()
+	return d - d/10 + time.Duration(m.rnd.Int64N(int64(d/5)+1))
+}
+
+// watchEnd is why consume returned.
+type watchEnd int
+
+const (
+	watchLost      watchEnd = iota // closed or failed: resume after rev
+	watchCompacted                 // rev was compacted away: list again
+	watchRelisted                  // the re-list replaced the set: watch again from its revision
+)
+
+// consume applies watch responses until the watch ends, and re-lists when
+// relist (nil: never) fires.
+func (w *Watcher) consume(ctx context.Context, ch clientv3.WatchChan, relist *time.Timer) watchEnd {
 	m := w.m
-	for resp := range ch {
+	var tick <-chan time.Time
+	if relist != nil {
+		tick = relist.C
+	}
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-tick:
+			relisted := w.recheck(ctx)
+			relist.Reset(m.relistIn())
+			if relisted {
+				return watchRelisted
+			}
+			continue
+		case resp, ok = <-ch:
+		}
+		if !ok {
+			return watchLost
+		}
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 			m.log.Info("etcd watch fell behind compaction horizon, re-listing and resuming", "prefix", m.SubnetsPrefix(), "compactRevision", resp.CompactRevision)
-			return true
+			return watchCompacted
 		}
 		if err := resp.Err(); err != nil {
 			m.log.Debug("etcd watch error", "err", err)
-			return false
+			return watchLost
+		}
+		if resp.IsProgressNotify() {
+			// Sent only to a watcher that has every event up to the
+			// header's revision: the set reflects it.
+			w.lock()
+			w.rev = max(w.rev, resp.Header.Revision)
+			w.unlock()
+			continue
 		}
 		if len(resp.Events) == 0 {
 			continue
@@ -179,20 +240,53 @@ func (w *Watcher) consume(ch clientv3.WatchChan) (relist bool) {
 			if ev.Type == clientv3.EventTypeDelete {
 				w.set.Delete(key)
 				m.forgetBad(key)
-				continue
-			}
-			l, err := m.decode(key, ev.Kv.Value)
-			if err != nil {
+			} else if l, err := m.decode(key, ev.Kv.Value); err != nil {
 				// A malformed write replaces whatever the key held: it must
 				// not keep routing to the old value.
 				w.set.Delete(key)
-				continue
+			} else {
+				w.set.Put(key, l)
 			}
-			w.set.Put(key, l)
+			// Not the header's revision: etcd stamps each batch of a
+			// watch catching up (1,000 revisions at most) with its current
+			// revision, and resuming after that would skip the rest.
+			w.rev = ev.Kv.ModRevision
 		}
-		w.rev = resp.Header.Revision
 		w.unlock()
 		w.notify()
 	}
-	return false
+}
+
+// recheck is the periodic safety net against a missed watch event: it
+// lists the leases at the revision the set reflects, so that a difference
+// is one the watch missed (logged), not one still on its way, and makes
+// the set that listing, recording each difference as a change. When that
+// revision was compacted it takes the current listing instead and reports
+// relisted: the watch must then resume after the listing.
+func (w *Watcher) recheck(ctx context.Context) (relisted bool) {
+	m := w.m
+	rev := w.Revision()
+	l, err := m.snapshot(ctx, clientv3.WithRev(rev))
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		relisted = true
+		l, err = m.Snapshot(ctx)
+	}
+	if err != nil {
+		m.log.Debug("periodic re-list of the leases failed", "err", err)
+		return false
+	}
+	w.lock()
+	n := w.set.Sync(m.byKey(l.Leases))
+	if relisted {
+		w.rev = l.Revision
+	}
+	w.unlock()
+	if n == 0 {
+		return relisted
+	}
+	w.notify()
+	if !relisted {
+		m.log.Warn("Periodic re-list found leases the watch missed; the lease set is repaired", "prefix", m.SubnetsPrefix(), "revision", rev, "changed", n)
+	}
+	return relisted
 }
