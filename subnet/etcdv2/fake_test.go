@@ -72,9 +72,21 @@ func (f *fakeV2) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	var rep reply
 	if q.Get("wait") == "true" {
-		f.asked <- path + " " + q.Get("waitIndex")
+		// Every wait here ends with the request, so that a test that
+		// goes wrong fails instead of hanging the server's Close.
+		select {
+		case f.asked <- path + " " + q.Get("waitIndex"):
+		case <-r.Context().Done():
+			return
+		}
 		select {
 		case rep = <-f.polls:
+			if r.Context().Err() != nil {
+				// The client gave up as the reply came: the next poll
+				// gets it.
+				go func() { f.polls <- rep }()
+				return
+			}
 		case <-r.Context().Done():
 			return
 		}
@@ -173,7 +185,13 @@ func TestWatcherEvents(t *testing.T) {
 	lists := make(chan reply, 4)
 	f, c := newFake(t, func(method, path string, q, form url.Values) reply {
 		if method == "GET" && path == dir && q.Get("recursive") == "true" {
-			return <-lists
+			select {
+			case rep := <-lists:
+				return rep
+			case <-time.After(10 * time.Second):
+				t.Error("an unexpected listing")
+				return reply{500, 0, "unexpected listing"}
+			}
 		}
 		return reply{500, 0, "unexpected"}
 	})
@@ -305,7 +323,9 @@ func TestKeepReadsAfterIndexCleared(t *testing.T) {
 // writes it.
 func TestKeepReservation(t *testing.T) {
 	f, c := newFake(t, func(method, path string, q, form url.Values) reply { return reply{500, 0, "unexpected"} })
-	m, logs := testManager(c, Options{PollTimeout: 20 * time.Millisecond, TTL: 3 * time.Second, RenewMargin: time.Hour})
+	// With TTL 1 s and a margin of an hour a lease would be renewed every
+	// 333 ms; 60 polls of 20 ms span several of those.
+	m, logs := testManager(c, Options{PollTimeout: 20 * time.Millisecond, TTL: time.Second, RenewMargin: time.Hour})
 	own := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: attrsOf(valA)}
 	m.hold(held{lease: own, key: keyA, value: valA, index: 40})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -314,10 +334,15 @@ func TestKeepReservation(t *testing.T) {
 	for range 5 {
 		f.next(t)
 	}
-	// A set without TTL by ourselves (v0.11 reusing it) keeps it one.
+	// A set without TTL by ourselves (v0.11 reusing it) keeps it one;
+	// the poll after it asks for index 42.
 	f.polls <- ok(41, `{"action":"set","node":`+nodeJSON(keyA, valA, 41, false)+`}`)
-	for range 5 {
-		f.next(t)
+	for f.next(t) != keyA+" 42" {
+	}
+	for range 60 {
+		if got := f.next(t); got != keyA+" 42" {
+			t.Fatalf("poll %q", got)
+		}
 	}
 	cancel()
 	if err := <-errc; err != nil {
@@ -413,7 +438,9 @@ func TestKeepCopySplitClaim(t *testing.T) {
 	m, logs := testManager(c, Options{Value: FormatCurrent, PollTimeout: time.Hour})
 	own := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: attrsOf(valA)}
 	errc := make(chan error, 1)
-	go func() { errc <- m.KeepCopy(context.Background(), nil, own) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // before the server closes
+	go func() { errc <- m.KeepCopy(ctx, nil, own) }()
 	if got := f.next(t); got != keyA+" 71" {
 		t.Fatalf("poll %q, want after the first check's index 70", got)
 	}
