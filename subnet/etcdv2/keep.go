@@ -30,7 +30,8 @@ var errRetracted = errors.New("claim retracted")
 // retrying every minute (or TTL/10) after a failure; a reservation is never
 // renewed. It watches our key: a change resets the renewal from the new
 // expiration, and a delete or expire re-creates the key with the same
-// subnet and value (v0.11 exited instead). Nothing is torn down.
+// subnet and value (v0.11 exited instead), with the TTL: a reservation
+// somebody deleted comes back as a lease. Nothing is torn down.
 func (m *Manager) Keep(ctx context.Context, _ *subnet.Config, own subnet.Lease) error {
 	return m.keep(ctx, own, false)
 }
