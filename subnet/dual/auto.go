@@ -83,9 +83,6 @@ func (a *Auto) GetConfig(ctx context.Context) (*subnet.Config, []byte, error) {
 	cfg2, raw2, err2 := a.v2.GetConfig(ctx)
 	switch {
 	case err2 == nil:
-		if cfg2.EnableIPv6 {
-			return nil, raw2, subnet.Permanent(errors.New("the network config in the etcd v2 store enables IPv6, which flannel v0.11's v2 layout cannot hold; put the config in the v3 keyspace"))
-		}
 		a.log.Warn(V2Warning, "config", a.v2.Name())
 		a.choose(a.v2)
 		return cfg2, raw2, nil
@@ -104,7 +101,8 @@ func (a *Auto) GetConfig(ctx context.Context) (*subnet.Config, []byte, error) {
 		return nil, nil, err
 	default:
 		// A v2 config that cannot be read or parsed is worth naming: it
-		// is the cluster's only config.
+		// is the cluster's only config. One the v2 layout cannot run
+		// (IPv6) stays a permanent error.
 		return nil, raw2, fmt.Errorf("%w; reading the v2 store instead: %w", err, err2)
 	}
 }

@@ -204,6 +204,7 @@ func TestAutoChoosesKeyspace(t *testing.T) {
 		{"neither", &fakeSource{name: "v3", err: etcdsubnet.ErrNoConfig}, &fakeSource{name: "v2", err: v2subnet.ErrNoConfig}, "", etcdsubnet.ErrNoConfig, "", "v2 mode"},
 		{"no v2 API", &fakeSource{name: "v3", err: etcdsubnet.ErrNoConfig}, &fakeSource{name: "v2", err: etcdv2.ErrNoV2API}, "", etcdsubnet.ErrNoConfig, "does not serve the v2 API", ""},
 		{"v3 down", &fakeSource{name: "v3", err: errors.New("etcd unreachable")}, &fakeSource{name: "v2", cfg: v2Cfg}, "", nil, "", "v2 mode"},
+		{"v2 IPv6", &fakeSource{name: "v3", err: etcdsubnet.ErrNoConfig}, &fakeSource{name: "v2", err: subnet.Permanent(v2subnet.ErrIPv6)}, "", v2subnet.ErrIPv6, "", "v2 mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
@@ -212,6 +213,9 @@ func TestAutoChoosesKeyspace(t *testing.T) {
 				_, _, err := a.GetConfig(context.Background())
 				if tc.err != nil && !errors.Is(err, tc.err) {
 					t.Errorf("err %v, want %v", err, tc.err)
+				}
+				if errors.Is(tc.err, v2subnet.ErrIPv6) && !subnet.IsPermanent(err) {
+					t.Errorf("an IPv6 config in the v2 store must end the daemon: %v", err)
 				}
 			}
 			got := ""

@@ -157,14 +157,17 @@ func TestGetConfigErrors(t *testing.T) {
 	if _, _, err := m.GetConfig(ctx); !errors.Is(err, v2.ErrNoV2API) {
 		t.Errorf("no v2 API: %v", err)
 	}
+	if !m.Reachable() {
+		t.Error("a server without the v2 API answered: it is not an outage")
+	}
 	next = etcdErr(100, 7)
 	_, _, err := m.GetConfig(ctx)
 	if !errors.Is(err, ErrNoConfig) || !strings.Contains(err.Error(), "/coreos.com/network/config") || !strings.Contains(err.Error(), "v2 store") {
 		t.Errorf("no config: %v", err)
 	}
 	next = ok(8, `{"action":"get","node":`+nodeJSON("/coreos.com/network/config", `{"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","EnableIPv6":true}`, 8, false)+`}`)
-	if _, raw, err := m.GetConfig(ctx); !errors.Is(err, ErrIPv6) || len(raw) == 0 {
-		t.Errorf("IPv6 config: %v", err)
+	if _, raw, err := m.GetConfig(ctx); !errors.Is(err, ErrIPv6) || !subnet.IsPermanent(err) || len(raw) == 0 {
+		t.Errorf("IPv6 config: %v (permanent: %v)", err, subnet.IsPermanent(err))
 	}
 	next = ok(8, `{"action":"get","node":`+nodeJSON("/coreos.com/network/config", `{"Network":"10.244.0.0/16","EnableIPv4":false,"IPv6Network":"fd00::/56","EnableIPv6":true}`, 8, false)+`}`)
 	if _, _, err := m.GetConfig(ctx); !errors.Is(err, ErrIPv6) {

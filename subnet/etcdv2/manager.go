@@ -171,7 +171,9 @@ func (m *Manager) note(ctx context.Context, what string, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	down := err != nil && v2.ErrorCode(err) == 0
+	// A server without the v2 API answered too: it is misconfigured, not
+	// down, and the caller's error says so.
+	down := err != nil && v2.ErrorCode(err) == 0 && !errors.Is(err, v2.ErrNoV2API)
 	m.mu.Lock()
 	starting := down && m.down.IsZero()
 	ending := !down && !m.down.IsZero()
@@ -220,7 +222,8 @@ func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, []byte, error)
 		return nil, raw, fmt.Errorf("network config at %s (etcd v2 store): %w", key, err)
 	}
 	if err := checkConfig(cfg); err != nil {
-		return nil, raw, fmt.Errorf("network config at %s: %w", key, err)
+		// Waiting cannot make the v2 layout hold IPv6.
+		return nil, raw, subnet.Permanent(fmt.Errorf("network config at %s: %w", key, err))
 	}
 	return cfg, raw, nil
 }
