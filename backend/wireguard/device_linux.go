@@ -33,6 +33,8 @@ type engine interface {
 	// configure applies peer changes (never the listen port: wireguard-go
 	// rebinds its socket on every listen_port write).
 	configure([]wgtypes.PeerConfig) error
+	// greet starts handshakes with new peers (see userEngine.greet).
+	greet([]wgtypes.Key)
 	// dead reports a userspace device that stopped (its TUN was deleted).
 	dead() bool
 	close()
@@ -247,8 +249,9 @@ func (e *kernelEngine) configure(pcs []wgtypes.PeerConfig) error {
 	return e.wg.ConfigureDevice(e.name, wgtypes.Config{Peers: pcs})
 }
 
-func (e *kernelEngine) dead() bool { return false }
-func (e *kernelEngine) close()     { e.wg.Close() }
+func (e *kernelEngine) dead() bool          { return false }
+func (e *kernelEngine) greet([]wgtypes.Key) {}
+func (e *kernelEngine) close()              { e.wg.Close() }
 
 // userEngine is wireguard-go running in this process on a TUN device.
 type userEngine struct {
@@ -320,6 +323,19 @@ func (e *userEngine) peers() ([]Peer, error) {
 
 func (e *userEngine) configure(pcs []wgtypes.PeerConfig) error {
 	return e.dev.IpcSet(uapiSet(pcs))
+}
+
+// greet sends a keepalive to each new peer, which starts a handshake at
+// once. A userspace device is new after every restart, while its peers
+// still hold a session with the old one: their data would be dropped here
+// until they give up on it (15 s without an answer) unless we speak
+// first. The kernel device survives restarts and needs no greeting.
+func (e *userEngine) greet(keys []wgtypes.Key) {
+	for _, k := range keys {
+		if p := e.dev.LookupPeer(wgdevice.NoisePublicKey(k)); p != nil {
+			p.SendKeepalive()
+		}
+	}
 }
 
 func (e *userEngine) dead() bool {

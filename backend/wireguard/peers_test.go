@@ -93,9 +93,9 @@ flannel-wg-v6: peer %[1]s endpoint [fd31::2]:51821 allowed-ips fd10:0:0:2::/64 k
 		t.Errorf("wanted peers:\n%s\nwant:\n%s", got, exp)
 	}
 	wantSkip := map[string]string{
-		"10.5.4.0-24": "Ignoring non-wireguard subnet: type=vxlan",
-		"10.5.5.0-24": "ignoring IPv4 part of wireguard lease 10.5.5.0-24: malformed PublicKey \"garbage\": wgtypes: failed to parse base64-encoded key: illegal base64 data at input byte 4",
-		"10.5.6.0-24": "ignoring IPv4 part of wireguard lease 10.5.6.0-24: its PublicKey " + own.String() + " is our own (a copied key file?)",
+		"10.5.4.0-24":                 "Ignoring non-wireguard subnet: type=vxlan",
+		"10.5.5.0-24":                 "ignoring IPv4 part of wireguard lease 10.5.5.0-24: malformed PublicKey \"garbage\": wgtypes: failed to parse base64-encoded key: illegal base64 data at input byte 4",
+		"10.5.6.0-24":                 "ignoring IPv4 part of wireguard lease 10.5.6.0-24: its PublicKey " + own.String() + " is our own (a copied key file?)",
 		"10.5.7.0-24&fd10:0:0:7::-64": "ignoring IPv6 part of wireguard lease 10.5.7.0-24&fd10:0:0:7::-64: no public IPv6",
 	}
 	if fmt.Sprint(skipped) != fmt.Sprint(wantSkip) {

@@ -421,6 +421,17 @@ func (n *network) applyPeers(d *device, want []Peer) error {
 			return fmt.Errorf("configure peers of %s: %w", d.name, err)
 		}
 		n.logChanges(d.name, ch, want)
+		had := make(map[wgtypes.Key]bool, len(have))
+		for _, h := range have {
+			had[h.Key] = true
+		}
+		var added []wgtypes.Key
+		for _, c := range ch {
+			if !c.Remove && !had[c.PublicKey] {
+				added = append(added, c.PublicKey)
+			}
+		}
+		d.eng.greet(added)
 	}
 	clear(last)
 	for _, w := range want {
