@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/flannelng/flannel/backend/extension"
+	"github.com/flannelng/flannel/backend/ipip"
 	"github.com/flannelng/flannel/backend/vxlan"
+	"github.com/flannelng/flannel/backend/wireguard"
 	"github.com/flannelng/flannel/subnet"
 )
 
@@ -48,6 +51,12 @@ func checkDataPlane(r *report, in Input, own subnet.Lease, envOK bool) {
 		checkVXLAN(r, in, own, envOK)
 	case "host-gw":
 		checkHostGW(r, in, own, envOK)
+	case ipip.BackendType:
+		checkIPIP(r, in, own, envOK)
+	case extension.BackendType:
+		checkExtension(r, in, own, envOK)
+	case wireguard.BackendType:
+		checkWireGuard(r, in, own, envOK)
 	case "alloc":
 		r.skip("backend alloc: no data plane to check")
 	default:

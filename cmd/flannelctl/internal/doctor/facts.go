@@ -39,6 +39,13 @@ type Link struct {
 	MTU   int
 	MAC   string // lower case, colon separated
 	VXLAN *VXLAN // set for vxlan devices
+	// Tunnel is set for ipip devices.
+	Tunnel *Tunnel
+}
+
+// Tunnel holds an ipip device's endpoints (invalid or unspecified: any).
+type Tunnel struct {
+	Local, Remote netip.Addr
 }
 
 // VXLAN holds a vxlan device's attributes.

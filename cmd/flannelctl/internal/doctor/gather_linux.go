@@ -50,6 +50,9 @@ func gatherKernel(req Request) Facts {
 		if vx, ok := l.(*netlink.Vxlan); ok {
 			lk.VXLAN = &VXLAN{VNI: vx.VxlanId, Port: vx.Port, Local: addrOf(vx.SrcAddr), Learning: vx.Learning, VtepIndex: vx.VtepDevIndex}
 		}
+		if t, ok := l.(*netlink.Iptun); ok {
+			lk.Tunnel = &Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote)}
+		}
 		f.Links = append(f.Links, lk)
 	}
 	addrs, err := dump("list addresses", func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
