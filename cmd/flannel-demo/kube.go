@@ -65,7 +65,7 @@ func startKube(ctx context.Context, l *lab.Lab, netConfig string, step func(stri
 	}
 	step("Nodes %s created with spec.podCIDR %s (as node IPAM sets them)", strings.Join(names, ", "), strings.Join(cidrs, ", "))
 	for _, h := range l.Hosts() {
-		if _, err := l.StartFlanneldKube(h, nil, netConfig, "--ip-masq", "--healthz-port="+strconv.Itoa(healthzPort)); err != nil {
+		if _, err := l.StartFlanneldKube(h, map[string]string{wgKeyEnv: wgKeyFile(h)}, netConfig, "--ip-masq", "--healthz-port="+strconv.Itoa(healthzPort)); err != nil {
 			return leaseSource{}, err
 		}
 	}

@@ -59,7 +59,7 @@ func main() {
 	fs.StringVar(&o.dir, "dir", "", "working directory (logs, subnet files, etcd data); default: a temp dir")
 	fs.IntVar(&o.hosts, "hosts", 3, "number of nodes")
 	fs.IntVar(&o.pods, "pods", 2, "pods per node")
-	fs.StringVar(&o.backend, "backend", "vxlan", "backend type: vxlan, host-gw, ...")
+	fs.StringVar(&o.backend, "backend", "vxlan", "backend type: vxlan, host-gw, wireguard, ...")
 	fs.BoolVar(&o.keep, "keep", false, "leave the cluster running (remove it with `flannel-lab down --dir DIR`)")
 	fs.BoolVar(&o.kube, "kube", false, "kube mode: leases from Node objects of a real kube-apiserver (flanneld --kube-subnet-mgr)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -196,6 +196,12 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	return nil
 }
 
+// Every node needs its own wireguard key file: a real node keeps it in its
+// own /run/flannel, the lab's hosts share one file system.
+const wgKeyEnv = "WIREGUARD_KEY_FILE"
+
+func wgKeyFile(h *lab.Host) string { return filepath.Join(h.Dir, "wgkey") }
+
 // startEtcd writes the network config to etcd and starts flanneld in etcd
 // mode on every host.
 func startEtcd(ctx context.Context, l *lab.Lab, netConfig string, step func(string, ...any)) (leaseSource, error) {
@@ -208,7 +214,7 @@ func startEtcd(ctx context.Context, l *lab.Lab, netConfig string, step func(stri
 	}
 	step("etcd at %s; /coreos.com/network/config = %s", l.EtcdEndpoint(), netConfig)
 	for _, h := range l.Hosts() {
-		if _, err := l.StartFlanneld(h, "--ip-masq", "--healthz-port="+strconv.Itoa(healthzPort)); err != nil {
+		if _, err := l.StartFlanneldEnv(h, []string{wgKeyEnv + "=" + wgKeyFile(h)}, "--ip-masq", "--healthz-port="+strconv.Itoa(healthzPort)); err != nil {
 			return leaseSource{}, err
 		}
 	}
