@@ -292,6 +292,17 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 		})
 	}
 
+	// The wireguard backend pod to pod against vxlan (issue 16).
+	for run := 1; o.throughput > 0 && run <= o.runs; run++ {
+		withLab(fmt.Sprintf("wireguard-run%d", run), 4, bin, func(l *lab.Lab) error {
+			r, err := suite.Wireguard(ctx, l, suite.WireguardOptions{Duration: o.throughput, Rounds: 2, Logf: logf})
+			if err == nil {
+				fmt.Fprintln(out, r.Line())
+			}
+			return err
+		})
+	}
+
 	var kubes []suite.KubeResult
 	if o.kube > 0 && kubeErr != nil {
 		fmt.Fprintf(out, "kube: FAILED: %v\n", kubeErr)
