@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/flannelng/flannel/subnet"
@@ -74,12 +76,31 @@ func (m *Manager) heldFor(own subnet.Lease) held {
 
 // acquire is Acquire; a non-zero reuse names an etcd lease of ours that is
 // still alive, to attach a re-created key to instead of granting another.
+//
+// A lost race (another writer changed a key our transaction guards) is
+// retried at once from the same listing updated with only the keys
+// written since (deleted keys stay in it: they only make the next pick
+// more careful). After a few in a row, or any other failure, attempts
+// back off and list everything again.
 func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, onRetry func(error), reuse int64) (held, error) {
+	g := &leaseGrant{reuse: reuse}
+	defer g.release(ctx, m)
 	delay := 50 * time.Millisecond
 	lastFull := "" // a full network is logged once per distinct message
+	raced := 0     // lost races in a row
+	listing := first
 	for {
-		l, err := m.acquireOnce(ctx, first, cfg, attrs, prev, reuse)
-		first = nil // retries read the leases again
+		var l held
+		var err error
+		if listing == nil {
+			var fresh Listing
+			if fresh, err = m.Snapshot(ctx); err == nil {
+				listing, raced = &fresh, 0
+			}
+		}
+		if err == nil {
+			l, err = m.acquireOnce(ctx, listing, cfg, attrs, prev, g)
+		}
 		if err == nil {
 			return l, nil
 		}
@@ -90,10 +111,20 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 		var full *subnet.ErrNoFreeSubnet
 		switch {
 		case errors.Is(err, errTryAgain):
+			raced++
+			m.log.Debug("lease race lost, retrying", "err", err)
+			if onRetry != nil {
+				onRetry(err)
+			}
+			if raced <= maxQuickRetries {
+				if fresher, err := m.since(ctx, *listing); err == nil {
+					listing = &fresher
+					continue
+				}
+			}
 			// Contention: short, jittered waits so concurrent joiners
 			// spread out but none waits long.
 			max = 500 * time.Millisecond
-			m.log.Debug("lease race lost, retrying", "err", err)
 		case errors.As(err, &full):
 			if msg := err.Error(); msg != lastFull {
 				m.log.Error("Failed to acquire lease; retrying until a subnet is free", "err", err)
@@ -101,17 +132,17 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 			}
 		default:
 			m.log.Warn("Failed to acquire lease, retrying", "err", err)
+			g.release(ctx, m) // it may be what failed (expired after a long outage)
 		}
-		if onRetry != nil {
+		if onRetry != nil && !errors.Is(err, errTryAgain) {
 			onRetry(err)
 		}
+		listing = nil // the next attempt lists again
 		m.rndM.Lock()
 		wait := delay/2 + time.Duration(m.rnd.Int64N(int64(delay)))
 		m.rndM.Unlock()
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, wait) {
 			return held{}, ctx.Err()
-		case <-time.After(wait):
 		}
 		if delay *= 2; delay > max {
 			delay = max
@@ -119,14 +150,65 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 	}
 }
 
-func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, reuse int64) (held, error) {
-	var listing Listing
-	var err error
-	if first != nil {
-		listing = *first
-	} else if listing, err = m.Snapshot(ctx); err != nil {
-		return held{}, err
+// maxQuickRetries is how many lost races in a row are retried at once
+// from the listing updated with what changed; a key deleted since the
+// listing (our own, say) is only seen by a full listing.
+const maxQuickRetries = 3
+
+// since is l updated with every key written after it (one range read
+// that returns only those keys): changed and new leases replace or join
+// l's, keys that are no longer leases leave it. Deleted keys are not
+// seen and stay. l itself is not changed (the watcher may share it).
+func (m *Manager) since(ctx context.Context, l Listing) (Listing, error) {
+	var resp *clientv3.GetResponse
+	err := m.rpc(ctx, "list "+m.subnets+" since revision "+strconv.FormatInt(l.Revision, 10), func(ctx context.Context) (err error) {
+		resp, err = m.cli.Get(ctx, m.subnets, clientv3.WithPrefix(), clientv3.WithMinModRev(l.Revision+1))
+		return err
+	})
+	if err != nil {
+		return Listing{}, err
 	}
+	out := Listing{Revision: resp.Header.Revision, Leases: l.Leases, meta: l.meta, blocked: l.blocked}
+	if len(resp.Kvs) == 0 {
+		return out, nil
+	}
+	index := make(map[string]int, len(l.Leases))
+	for i, x := range l.Leases {
+		index[m.KeyFor(x)] = i
+	}
+	out.Leases, out.meta, out.blocked = slices.Clone(l.Leases), slices.Clone(l.meta), slices.Clone(l.blocked)
+	gone := map[int]bool{}
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		x, err := m.decode(key, kv.Value)
+		i, had := index[key]
+		switch {
+		case err != nil:
+			out.blocked = append(out.blocked, subnet.Taken([]subnet.Lease{x})...)
+			if had {
+				gone[i] = true
+			}
+		case had:
+			out.Leases[i], out.meta[i] = x, meta{id: kv.Lease, rev: kv.ModRevision}
+		default:
+			out.Leases = append(out.Leases, x)
+			out.meta = append(out.meta, meta{id: kv.Lease, rev: kv.ModRevision})
+		}
+	}
+	if len(gone) > 0 {
+		leases, metas := out.Leases[:0], out.meta[:0]
+		for i := range out.Leases {
+			if !gone[i] {
+				leases, metas = append(leases, out.Leases[i]), append(metas, out.meta[i])
+			}
+		}
+		out.Leases, out.meta = leases, metas
+	}
+	return out, nil
+}
+
+func (m *Manager) acquireOnce(ctx context.Context, listing *Listing, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev subnet.Env, g *leaseGrant) (held, error) {
+	var err error
 	leases, rev := listing.Leases, listing.Revision
 	var own *held
 	if i := subnet.FindOwn(leases, cfg, attrs); i >= 0 {
@@ -171,28 +253,22 @@ func (m *Manager) acquireOnce(ctx context.Context, first *Listing, cfg *subnet.C
 	picked := false
 	if cfg.EnableIPv4 && !want4.IsValid() {
 		m.log.Info(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
-		m.rndM.Lock()
-		want4, err = cfg.PickFamily(false, taken, len(others), m.rnd)
-		m.rndM.Unlock()
-		if err != nil {
+		if want4, err = m.pick(cfg, false, taken, len(others)); err != nil {
 			return held{}, err
 		}
 		picked = true
 	}
 	if cfg.EnableIPv6 && !want6.IsValid() {
 		m.log.Info(fmt.Sprintf("Picking ipv6 subnet in range %s ... %s", cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
-		m.rndM.Lock()
-		want6, err = cfg.PickFamily(true, taken, len(others), m.rnd)
-		m.rndM.Unlock()
-		if err != nil {
+		if want6, err = m.pick(cfg, true, taken, len(others)); err != nil {
 			return held{}, err
 		}
 		picked = true
 	}
-	if own != nil && !own.isReservation() && reuse == 0 {
-		reuse = own.id
+	if own != nil && !own.isReservation() && g.reuse == 0 {
+		g.reuse = own.id
 	}
-	l, err := m.create(ctx, want4, want6, attrs, rev, reuse, own)
+	l, err := m.create(ctx, creation{v4: want4, v6: want6, attrs: attrs, rev: rev, replace: own}, g)
 	if err == nil && picked {
 		m.log.Info(fmt.Sprintf("Allocated lease (ip: %v ipv6: %v) to current node (%v) ", logPrefix(l.Subnet, false), logPrefix(l.IPv6Subnet, true), attrs.PublicIP))
 	}
@@ -227,72 +303,113 @@ func (m *Manager) previous(compatible bool, p netip.Prefix, taken []netip.Prefix
 	return netip.Prefix{}
 }
 
-// create writes a new lease key attached to a fresh etcd lease. The
-// transaction succeeds only if the key does not exist and no lease key
-// changed since the listing at rev, so a subnet that overlaps a lease
-// written meanwhile (whatever its length) can never be handed out.
-//
-// replace, when set, is our old key (an incompatible lease): it is deleted
-// in the same transaction, provided nobody changed it since the listing.
-func (m *Manager) create(ctx context.Context, v4, v6 netip.Prefix, attrs subnet.LeaseAttrs, rev int64, reuse int64, replace *held) (held, error) {
-	if !v4.IsValid() && !v6.IsValid() {
-		return held{}, fmt.Errorf("no subnet to create")
-	}
-	l := held{Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs}}
-	val, err := encodeValue(attrs)
-	if err != nil {
-		return held{}, err
-	}
-	key := m.KeyFor(l.Lease)
-	var grant *clientv3.LeaseGrantResponse
-	if reuse != 0 {
-		ttl, err := m.keepAliveOnce(ctx, reuse)
-		if err == nil {
-			grant = &clientv3.LeaseGrantResponse{ID: clientv3.LeaseID(reuse), TTL: int64(ttl / time.Second)}
+// leaseGrant is the etcd lease the new key of one Acquire is attached to:
+// a live lease of ours to reuse when there is one, else one granted at
+// the first attempt and kept over lost races (not a grant and a revoke
+// per attempt), revoked when no key took it.
+type leaseGrant struct {
+	reuse   int64 // a lease of ours, tried first; 0 when none or gone
+	checked bool  // reuse was found alive
+	id      int64 // granted by us; 0 until then
+	used    bool  // a key took id
+	ttl     time.Duration
+}
+
+// lease returns the etcd lease to attach a new key to, and its TTL.
+func (g *leaseGrant) lease(ctx context.Context, m *Manager) (int64, time.Duration, error) {
+	if g.reuse != 0 {
+		if g.checked {
+			return g.reuse, g.ttl, nil
 		}
+		ttl, err := m.keepAliveOnce(ctx, g.reuse)
+		if err == nil {
+			g.checked, g.ttl = true, ttl
+			return g.reuse, ttl, nil
+		}
+		g.reuse = 0
 	}
-	if grant == nil {
-		reuse = 0
+	if g.id == 0 {
+		var grant *clientv3.LeaseGrantResponse
 		if err := m.rpc(ctx, "grant lease", func(ctx context.Context) (err error) {
 			grant, err = m.cli.Grant(ctx, int64(m.opt.TTL/time.Second))
 			return err
 		}); err != nil {
-			return held{}, err
+			return 0, 0, err
 		}
+		g.id, g.ttl = int64(grant.ID), time.Duration(grant.TTL)*time.Second
 	}
-	var txn *clientv3.TxnResponse
-	err = m.rpc(ctx, "create "+key, func(ctx context.Context) (err error) {
-		conds := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(m.SubnetsPrefix()), "<", rev+1).WithPrefix(),
-		}
-		var ops []clientv3.Op
-		if replace != nil {
-			oldKey := m.KeyFor(replace.Lease)
-			conds = append(conds, clientv3.Compare(clientv3.ModRevision(oldKey), "=", replace.rev))
-			if oldKey != key {
-				ops = append(ops, clientv3.OpDelete(oldKey))
-				conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
-			}
-		} else {
+	return g.id, g.ttl, nil
+}
+
+// release revokes the lease granted here unless a key took it: never
+// leave an etcd lease without a key behind.
+func (g *leaseGrant) release(ctx context.Context, m *Manager) {
+	if g.id != 0 && !g.used {
+		m.revoke(ctx, g.id)
+	}
+	g.id, g.used = 0, false
+	g.checked = false
+}
+
+// creation is a key create writes.
+type creation struct {
+	v4, v6 netip.Prefix
+	attrs  subnet.LeaseAttrs
+	rev    int64 // revision of the listing the subnets were picked from
+	// replace, when set, is our old key (an incompatible lease): it is
+	// deleted in the same transaction, provided nobody changed it since
+	// the listing.
+	replace *held
+}
+
+// create writes a new lease key attached to g's etcd lease. The
+// transaction succeeds only if the key does not exist and no key that
+// could overlap it changed since the listing at c.rev (overlapGuards), so
+// a subnet that overlaps a lease written meanwhile (whatever its length)
+// can never be handed out.
+func (m *Manager) create(ctx context.Context, c creation, g *leaseGrant) (held, error) {
+	if !c.v4.IsValid() && !c.v6.IsValid() {
+		return held{}, fmt.Errorf("no subnet to create")
+	}
+	l := held{Lease: subnet.Lease{Subnet: c.v4, IPv6Subnet: c.v6, Attrs: c.attrs}}
+	val, err := encodeValue(c.attrs)
+	if err != nil {
+		return held{}, err
+	}
+	key := m.KeyFor(l.Lease)
+	id, ttl, err := g.lease(ctx, m)
+	if err != nil {
+		return held{}, err
+	}
+	conds := m.overlapGuards(c.v4, c.v6, c.rev)
+	var ops []clientv3.Op
+	if c.replace != nil {
+		oldKey := m.KeyFor(c.replace.Lease)
+		conds = append(conds, clientv3.Compare(clientv3.ModRevision(oldKey), "=", c.replace.rev))
+		if oldKey != key {
+			ops = append(ops, clientv3.OpDelete(oldKey))
 			conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
 		}
-		ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID)))
+	} else {
+		conds = append(conds, clientv3.Compare(clientv3.Version(key), "=", 0))
+	}
+	ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(clientv3.LeaseID(id))))
+	var txn *clientv3.TxnResponse
+	if err := m.rpc(ctx, "create "+key, func(ctx context.Context) (err error) {
 		txn, err = m.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
 		return err
-	})
-	if (err != nil || !txn.Succeeded) && reuse == 0 {
-		// Never leave an etcd lease without a key behind.
-		m.revoke(ctx, int64(grant.ID))
-	}
-	if err != nil {
+	}); err != nil {
 		return held{}, err
 	}
 	if !txn.Succeeded {
 		return held{}, errTryAgain
 	}
-	l.id = int64(grant.ID)
+	if id == g.id {
+		g.used = true
+	}
+	l.id = id
 	l.rev = txn.Header.Revision
-	l.Expiration = time.Now().Add(time.Duration(grant.TTL) * time.Second)
+	l.Expiration = time.Now().Add(ttl)
 	return l, nil
 }
 

@@ -72,14 +72,15 @@ func (m *Manager) claimOnce(ctx context.Context, attrs subnet.LeaseAttrs, want n
 			return held{}, fmt.Errorf("%w: %s overlaps a key under %s that is not a lease (see the log)", ErrTaken, b, m.subnets)
 		}
 	}
-	var reuse int64
+	g := &leaseGrant{}
+	defer g.release(ctx, m)
 	if own != nil {
 		m.log.Warn("Replacing our etcd v3 lease for another subnet", "old", own.String(), "new", want.String())
 		if !own.isReservation() {
-			reuse = own.id
+			g.reuse = own.id
 		}
 	}
-	return m.create(ctx, want, netip.Prefix{}, attrs, l.Revision, reuse, own)
+	return m.create(ctx, creation{v4: want, attrs: attrs, rev: l.Revision, replace: own}, g)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
