@@ -70,7 +70,7 @@ func (b *ipipBackend) Prepare(ctx context.Context, prev *subnet.LeaseAttrs) (att
 	if err != nil {
 		if created {
 			if rerr := b.dev.remove(b.h); rerr != nil {
-				b.log.Warn("could not remove the device after a failed start", "device", DeviceName, "error", rerr)
+				b.log.Warn("could not remove the device after a failed start", "device", DeviceName, "err", rerr)
 			}
 		}
 		return subnet.LeaseAttrs{}, err
@@ -239,7 +239,7 @@ func (n *network) logDeviceError(err error) {
 		n.b.log.Info("ipip device is in order again", "device", DeviceName)
 		n.devErr = ""
 	case err != nil && n.devErr != err.Error():
-		n.b.log.Error("ipip device check failed; will retry", "device", DeviceName, "error", err)
+		n.b.log.Error("ipip device check failed; will retry", "device", DeviceName, "err", err)
 		n.devErr = err.Error()
 	}
 }

@@ -415,7 +415,7 @@ func (r *Reconciler) applyKind(ctx context.Context, ops []op, writes map[[2]stri
 			if err != nil {
 				err = fmt.Errorf("%s: %w", o, err)
 				if key := o.objectKey(); r.failures[key] != err.Error() {
-					r.log.Warn("kernel update failed; will retry", "op", o.String(), "error", err)
+					r.log.Warn("kernel update failed; will retry", "op", o.String(), "err", err)
 					r.failures[key] = err.Error()
 				}
 				errs = append(errs, err)

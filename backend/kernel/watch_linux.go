@@ -191,7 +191,7 @@ func runSub[T any](ctx context.Context, w *watcher, r *Reconciler, ns *netns.NsH
 			ch, done, err = start()
 			if err != nil {
 				if err.Error() != loggedErr {
-					r.log.Warn("kernel notifications unavailable; will retry", "error", err)
+					r.log.Warn("kernel notifications unavailable; will retry", "err", err)
 					loggedErr = err.Error()
 				}
 				ch = nil

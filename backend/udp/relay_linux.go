@@ -240,7 +240,7 @@ func (r *relay) deviceLost(d *tunFile, err error) {
 		return
 	}
 	r.st.deviceLosses.Add(1)
-	r.log.Warn("TUN device unusable; it will be recreated", "device", DeviceName, "error", err)
+	r.log.Warn("TUN device unusable; it will be recreated", "device", DeviceName, "err", err)
 	r.lost(fmt.Sprintf("reading %s failed: %v", DeviceName, err))
 }
 
@@ -276,5 +276,5 @@ func (l *rateLog) log(log *slog.Logger, msg string, err error) {
 		l.suppressed.Add(1)
 		return
 	}
-	log.Warn(msg, "error", err, "similar_errors_suppressed", l.suppressed.Swap(0))
+	log.Warn(msg, "err", err, "similar_errors_suppressed", l.suppressed.Swap(0))
 }

@@ -251,7 +251,7 @@ func (n *network) logDeviceError(err error) {
 		n.b.log.Info("TUN device is in order again", "device", name)
 		delete(n.devErrs, name)
 	case err != nil && n.devErrs[name] != err.Error():
-		n.b.log.Error("TUN device check failed; will retry", "device", name, "error", err)
+		n.b.log.Error("TUN device check failed; will retry", "device", name, "err", err)
 		n.devErrs[name] = err.Error()
 	}
 }

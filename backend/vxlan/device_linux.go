@@ -151,7 +151,7 @@ func (d *device) ensure(h *kernel.Handle, log *slog.Logger, adopt bool) error {
 	if created || adopt {
 		if err := h.DisableAcceptRA(d.name); err != nil {
 			// Best effort, as upstream: a kernel without IPv6 has no knob.
-			log.Debug("could not disable accept_ra", "device", d.name, "error", err)
+			log.Debug("could not disable accept_ra", "device", d.name, "err", err)
 		}
 		d.applyChecksum(h, log)
 	}
@@ -198,7 +198,7 @@ func (d *device) applyChecksum(h *kernel.Handle, log *slog.Logger) {
 	}
 	changed, err := h.SetTxChecksum(d.name, d.csumOn)
 	if err != nil {
-		log.Warn("could not change TX checksum offload", "device", d.name, "error", err)
+		log.Warn("could not change TX checksum offload", "device", d.name, "err", err)
 		return
 	}
 	if changed {

@@ -379,7 +379,7 @@ func (n *network) logDeviceError(name string, err error) {
 		n.b.log.Info("vxlan device is in order again", "device", name)
 		delete(n.devErrs, name)
 	case err != nil && n.devErrs[name] != err.Error():
-		n.b.log.Error("vxlan device check failed; will retry", "device", name, "error", err)
+		n.b.log.Error("vxlan device check failed; will retry", "device", name, "err", err)
 		n.devErrs[name] = err.Error()
 	}
 }

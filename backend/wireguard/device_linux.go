@@ -284,10 +284,10 @@ func (d *device) startUserspace(c *nsCtx, key wgtypes.Key) (netlink.Link, error)
 	if f, err := ipc.UAPIOpen(d.name); err != nil {
 		// Seen when several network namespaces share one /var/run (a
 		// lab): the data plane works, only `wg show` cannot see us.
-		c.log.Warn("no UAPI socket for the userspace wireguard device; wg show and wgctrl will not see it", "device", d.name, "error", err)
+		c.log.Warn("no UAPI socket for the userspace wireguard device; wg show and wgctrl will not see it", "device", d.name, "err", err)
 	} else if l, err := ipc.UAPIListen(d.name, f); err != nil {
 		f.Close()
-		c.log.Warn("no UAPI socket for the userspace wireguard device; wg show and wgctrl will not see it", "device", d.name, "error", err)
+		c.log.Warn("no UAPI socket for the userspace wireguard device; wg show and wgctrl will not see it", "device", d.name, "err", err)
 	} else {
 		f.Close()
 		e.uapi = l

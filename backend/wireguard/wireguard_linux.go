@@ -466,7 +466,7 @@ func (n *network) logPeerError(dev string, err error) {
 		n.b.log.Info("wireguard peers are in order again", "device", dev)
 		delete(n.peerErr, dev)
 	case err != nil && n.peerErr[dev] != err.Error():
-		n.b.log.Error("wireguard peer update failed; will retry", "device", dev, "error", err)
+		n.b.log.Error("wireguard peer update failed; will retry", "device", dev, "err", err)
 		n.peerErr[dev] = err.Error()
 	}
 }

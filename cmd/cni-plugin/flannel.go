@@ -161,14 +161,14 @@ func undoAdd(ctx context.Context, typ string, confBytes []byte, path string, add
 	delErr := invoke.DelegateDel(ctx, typ, confBytes, nil)
 	if !delegateDelDone(delErr) && !isConfigRejected(addErr) {
 		logger.Warn("rollback of failed ADD: delegate DEL failed; keeping the saved config for the runtime's DEL",
-			"type", typ, "path", path, "error", delErr)
+			"type", typ, "path", path, "err", delErr)
 		return
 	}
 	if delErr != nil {
-		logger.Debug("rollback of failed ADD: delegate DEL failed, but left nothing a retry could remove", "type", typ, "error", delErr)
+		logger.Debug("rollback of failed ADD: delegate DEL failed, but left nothing a retry could remove", "type", typ, "err", delErr)
 	}
 	if err := removeScratch(path); err != nil {
-		logger.Warn("rollback of failed ADD: remove saved config", "path", path, "error", err)
+		logger.Warn("rollback of failed ADD: remove saved config", "path", path, "err", err)
 	}
 }
 
@@ -240,11 +240,11 @@ func cmdDel(args *skel.CmdArgs) error {
 		aside, mvErr := moveScratchAside(sc.path)
 		if mvErr != nil {
 			logger.Warn("saved delegate config is unusable and could not be moved aside; DEL counted as done",
-				"path", sc.path, "error", err, "move_error", mvErr)
+				"path", sc.path, "err", err, "move_err", mvErr)
 			return nil
 		}
 		logger.Warn("saved delegate config is unusable; DEL counted as done without calling the delegate, and the file moved aside for inspection",
-			"path", sc.path, "moved_to", aside, "error", err)
+			"path", sc.path, "moved_to", aside, "err", err)
 		return nil
 	}
 	if sc.legacy && saved.name != n.Name {
@@ -259,7 +259,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return fmt.Errorf("failed to delegate del: %w", err)
 	}
 	if err != nil {
-		logger.Warn("delegate DEL failed, but left nothing a retry could remove; counting it as done", "path", sc.path, "error", err)
+		logger.Warn("delegate DEL failed, but left nothing a retry could remove; counting it as done", "path", sc.path, "err", err)
 	}
 	if sc.legacy {
 		// See scratch.go: the upstream-named file may hold another interface's

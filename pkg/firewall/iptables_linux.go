@@ -127,7 +127,7 @@ func (m *IPTables) sync(ctx context.Context, cfg Config, resync bool) (changed b
 				} else {
 					// Nothing wanted here; a family the kernel lacks cannot
 					// hold stale chains either.
-					m.log.Debug("Skipping check of unwanted iptables chains", "family", f.String(), "error", err)
+					m.log.Debug("Skipping check of unwanted iptables chains", "family", f.String(), "err", err)
 				}
 				continue
 			}

@@ -67,7 +67,7 @@ func (k *keeping) resyncOnce(ctx context.Context, sync syncFunc) error {
 func (k *keeping) run(ctx context.Context, period time.Duration, log *slog.Logger, what string, sync syncFunc) {
 	keeper(ctx, period, func(ctx context.Context) {
 		if err := k.resyncOnce(ctx, sync); err != nil {
-			log.Error(what, "error", err)
+			log.Error(what, "err", err)
 		}
 	}, k.afterPass)
 }

@@ -33,7 +33,7 @@ func NewNFTables(ctx context.Context, opts Options) (*NFTables, error) {
 	if _, err := m.runner.Run(ctx, m.nft, []byte(nftProbe(true)), "--check", "-f", "-"); err == nil {
 		m.fullyRandom = true
 	} else if _, err2 := m.runner.Run(ctx, m.nft, []byte(nftProbe(false)), "--check", "-f", "-"); err2 == nil {
-		m.log.Info("nftables: random fully unsupported", "error", err)
+		m.log.Info("nftables: random fully unsupported", "err", err)
 	} else {
 		return nil, fmt.Errorf("nftables mode: nft does not accept a masquerade chain: %w", err2)
 	}
