@@ -196,3 +196,41 @@ func TestKeepRenewsBeforeExpiry(t *testing.T) {
 		t.Errorf("key %v %v, want it on etcd lease %x", resp, err, id)
 	}
 }
+
+// After a lost watch Keep reads our key again, and checks its owner there
+// too: here the watch is lost at once (it starts at a compacted revision)
+// and the key was claimed meanwhile.
+func TestKeepChecksOwnerAfterLostWatch(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	cfg := putConfig(t, cli, "/coreos.com/network", `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	ctx := ctxT(t, 30*time.Second)
+	m, log := newManager(t, cli, Options{})
+	l, err := m.Acquire(ctx, cfg, vxAttrs("192.168.9.1", "02:00:00:00:00:01"), subnet.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, m.KeyFor(l), `{"PublicIP":"192.168.9.99","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:99"}}`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cli.Put(ctx, "/coreos.com/network/other", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, r.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Keep(ctx, cfg, l) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrSubnetChanged) {
+			t.Fatalf("Keep: %v, want ErrSubnetChanged", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Keep did not notice the claim when it read the key again; log:\n%s", log)
+	}
+	if !strings.Contains(log.String(), `msg="Our subnet was claimed by another node" subnet=`+l.String()+" publicIP=192.168.9.99\n") {
+		t.Errorf("log:\n%s", log)
+	}
+}
