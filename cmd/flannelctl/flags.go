@@ -10,71 +10,40 @@ import (
 	"time"
 
 	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
+	"github.com/flannelng/flannel/subnet/etcd/etcdflags"
 )
 
 // options are the flags every command takes: flanneld's etcd, subnet-file
 // and address flags (so an operator can run flannelctl with the daemon's
 // command line or EnvironmentFile) and our own.
 type options struct {
-	Etcd       etcdsubnet.ClientConfig
-	Prefix     string
-	SubnetFile string
-	PublicIP   string
-	PublicIPv6 string
-	Ifaces     []string
-	Timeout    time.Duration
+	Etcd   etcdsubnet.ClientConfig
+	Prefix string
+	// EtcdPasswordFile is --etcd-password-file; finish reads it into Etcd.
+	EtcdPasswordFile string
+	SubnetFile       string
+	PublicIP         string
+	PublicIPv6       string
+	Ifaces           []string
+	Timeout          time.Duration
 }
 
-// envFlags are the flags that, like flanneld's, fall back to FLANNELD_<NAME>
-// when not given on the command line. flannelctl's own flags do not, so a
-// daemon's EnvironmentFile cannot change what a command does.
-var envFlags = map[string]bool{
-	"etcd-endpoints": true, "etcd-prefix": true,
-	"etcd-keyfile": true, "etcd-certfile": true, "etcd-cafile": true,
-	"etcd-key-file": true, "etcd-cert-file": true, "etcd-ca-file": true,
-	"etcd-username": true, "etcd-password": true,
-	"subnet-file": true, "public-ip": true, "public-ipv6": true, "iface": true,
-}
+// ownEnvFlags are the flags besides the etcd ones (etcdflags) that, like
+// flanneld's, fall back to FLANNELD_<NAME> when not given on the command
+// line. flannelctl's own flags do not, so a daemon's EnvironmentFile cannot
+// change what a command does.
+var ownEnvFlags = map[string]bool{"subnet-file": true, "public-ip": true, "public-ipv6": true, "iface": true}
 
-// aliases maps our -file spellings to flanneld's names; giving one counts as
-// giving both.
-var aliases = map[string]string{"etcd-key-file": "etcd-keyfile", "etcd-cert-file": "etcd-certfile", "etcd-ca-file": "etcd-cafile"}
+func envFlag(name string) bool { return ownEnvFlags[name] || etcdflags.IsFlag(name) }
 
 type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-type stringAlias struct{ p *string }
-
-func (s stringAlias) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return *s.p
-}
-func (s stringAlias) Set(v string) error { *s.p = v; return nil }
-
 // addCommon registers the common flags on fs, bound to o.
 func addCommon(fs *flag.FlagSet, o *options) {
-	fs.Func("etcd-endpoints", `a comma-delimited list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")`, func(v string) error {
-		o.Etcd.Endpoints = nil
-		for _, e := range strings.Split(v, ",") {
-			if e = strings.TrimSpace(e); e != "" {
-				o.Etcd.Endpoints = append(o.Etcd.Endpoints, e)
-			}
-		}
-		return nil
-	})
-	fs.StringVar(&o.Prefix, "etcd-prefix", "/coreos.com/network", "etcd prefix")
-	fs.StringVar(&o.Etcd.KeyFile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
-	fs.StringVar(&o.Etcd.CertFile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
-	fs.StringVar(&o.Etcd.CAFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
-	fs.Var(stringAlias{&o.Etcd.KeyFile}, "etcd-key-file", "alias of -etcd-keyfile")
-	fs.Var(stringAlias{&o.Etcd.CertFile}, "etcd-cert-file", "alias of -etcd-certfile")
-	fs.Var(stringAlias{&o.Etcd.CAFile}, "etcd-ca-file", "alias of -etcd-cafile")
-	fs.StringVar(&o.Etcd.Username, "etcd-username", "", "username for BasicAuth to etcd")
-	fs.StringVar(&o.Etcd.Password, "etcd-password", "", "password for BasicAuth to etcd (never printed)")
+	etcdflags.Register(fs, etcdflags.Values{Client: &o.Etcd, Prefix: &o.Prefix, PasswordFile: &o.EtcdPasswordFile})
 	fs.StringVar(&o.SubnetFile, "subnet-file", "/run/flannel/subnet.env", "the subnet.env flanneld writes (doctor)")
 	fs.StringVar(&o.PublicIP, "public-ip", "", "this node's public IPv4, to find its lease (doctor; default: a lease whose public IP is on this node)")
 	fs.StringVar(&o.PublicIPv6, "public-ipv6", "", "this node's public IPv6, to find its lease (doctor)")
@@ -117,30 +86,15 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // FLANNELD_<FLAG> (upper case, '-' as '_'), as flanneld does. An empty value
 // is ignored.
 func applyEnv(fs *flag.FlagSet, set map[string]bool, getenv func(string) string) error {
-	for alias, name := range aliases {
-		if set[alias] || set[name] {
-			set[alias], set[name] = true, true
-		}
-	}
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || set[f.Name] || !envFlags[f.Name] {
-			return
-		}
-		env := "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("invalid value for %s: %w", env, e)
-			}
-		}
-	})
-	return err
+	return etcdflags.ApplyEnv(fs, set, getenv, envFlag)
 }
 
-// finish fills defaults and checks the common options.
+// finish fills defaults, reads --etcd-password-file and checks the common
+// options.
 func (o *options) finish() error {
-	if len(o.Etcd.Endpoints) == 0 {
-		o.Etcd.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}
+	etcdflags.SetDefaults(&o.Etcd)
+	if err := etcdflags.ReadPasswordFile(&o.Etcd, o.EtcdPasswordFile); err != nil {
+		return err
 	}
 	if o.PublicIP != "" {
 		if a, err := netip.ParseAddr(o.PublicIP); err != nil || !a.Is4() {

@@ -150,12 +150,10 @@ func flagType(f *flag.Flag) string {
 	switch f.Value.(type) {
 	case *listFlag:
 		return "list"
-	case stringVar:
-		return "string"
 	}
 	name, _ := flag.UnquoteUsage(f)
 	if name == "value" {
-		return "string" // a fs.Func flag taking one string
+		return "string" // a fs.Func flag or an etcd alias, taking one string
 	}
 	return name
 }

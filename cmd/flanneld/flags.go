@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
 	etcdsubnet "github.com/flannelng/flannel/subnet/etcd"
+	"github.com/flannelng/flannel/subnet/etcd/etcdflags"
 )
 
 // config is everything flanneld is told on its command line and in its
@@ -65,37 +65,13 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// stringVar forwards to another string flag so both names set one field.
-type stringVar struct{ p *string }
-
-func (s stringVar) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return *s.p
-}
-func (s stringVar) Set(v string) error { *s.p = v; return nil }
-
 // newFlagSet registers every upstream flag (and our additions) on a fresh
 // FlagSet bound to c. No globals: tests build as many as they like.
 func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("flanneld", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Func("etcd-endpoints", `a comma-delimited list of etcd endpoints (default "http://127.0.0.1:4001,http://127.0.0.1:2379")`, func(v string) error {
-		c.Etcd.Endpoints = splitEndpoints(v)
-		return nil
-	})
-	fs.StringVar(&c.Prefix, "etcd-prefix", "/coreos.com/network", "etcd prefix")
+	etcdflags.Register(fs, etcdflags.Values{Client: &c.Etcd, Prefix: &c.Prefix, PasswordFile: &c.EtcdPasswordFile})
 	fs.StringVar(&c.EtcdAPI, "etcd-api", "auto", "etcd keyspace of the config and leases: auto (v3; the v2 store of flannel v0.11 when only it has the config), v3, v2 (as a v0.11 node), both (migration from v2 to v3)")
-	fs.StringVar(&c.Etcd.KeyFile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
-	fs.StringVar(&c.Etcd.CertFile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
-	fs.StringVar(&c.Etcd.CAFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
-	fs.Var(stringVar{&c.Etcd.KeyFile}, "etcd-key-file", "alias of -etcd-keyfile")
-	fs.Var(stringVar{&c.Etcd.CertFile}, "etcd-cert-file", "alias of -etcd-certfile")
-	fs.Var(stringVar{&c.Etcd.CAFile}, "etcd-ca-file", "alias of -etcd-cafile")
-	fs.StringVar(&c.Etcd.Username, "etcd-username", "", "username for BasicAuth to etcd")
-	fs.StringVar(&c.Etcd.Password, "etcd-password", "", "password for BasicAuth to etcd (never logged)")
-	fs.StringVar(&c.EtcdPasswordFile, "etcd-password-file", "", "file holding the password for BasicAuth to etcd (one line; instead of --etcd-password, which shows in ps)")
 	fs.Var((*listFlag)(&c.Ifaces), "iface", "interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each option in order. Returns the first match found.")
 	fs.Var((*listFlag)(&c.IfaceRegex), "iface-regex", "regex expression to match the first interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each regex in order. Returns the first match found. Regexes are checked after specific interfaces specified by the iface option have already been checked.")
 	fs.StringVar(&c.CanReach, "iface-can-reach", "", "detect interface to use (IP or name) for inter-host communication based on which will be used for provided IP. This is exactly the interface to use of command 'ip route get <ip-address>'")
@@ -129,22 +105,12 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func splitEndpoints(v string) []string {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // errHelp is returned for -h/--help: usage printed, exit 0.
 var errHelp = flag.ErrHelp
 
 // parseConfig parses args, then fills every flag not given on the command
-// line from FLANNELD_<FLAG> (upper case, '-' as '_'). The command line
-// wins; a repeatable flag takes one value from its variable.
+// line from FLANNELD_<FLAG> (upper case, '-' as '_'; etcdflags.ApplyEnv).
+// The command line wins; a repeatable flag takes one value from its variable.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := newFlagSet(c, stderr)
@@ -161,65 +127,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// An alias given on the command line counts for its twin.
-	for alias, name := range map[string]string{"etcd-key-file": "etcd-keyfile", "etcd-cert-file": "etcd-certfile", "etcd-ca-file": "etcd-cafile"} {
-		if set[alias] || set[name] {
-			set[alias], set[name] = true, true
-		}
+	if err := etcdflags.ApplyEnv(fs, set, getenv, func(name string) bool { return name != "version" }); err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, err
 	}
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "version" || envErr != nil {
-			return
-		}
-		env := "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v := getenv(env)
-		if v == "" {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = fmt.Errorf("invalid value for %s: %w", env, err)
-		}
-	})
-	if envErr != nil {
-		fmt.Fprintln(stderr, envErr)
-		return nil, envErr
-	}
-	if len(c.Etcd.Endpoints) == 0 {
-		c.Etcd.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}
-	}
+	etcdflags.SetDefaults(&c.Etcd)
 	if err := c.validate(); err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, err
 	}
-	if c.EtcdPasswordFile != "" {
-		if err := c.readPasswordFile(); err != nil {
-			fmt.Fprintln(stderr, err)
-			return nil, err
-		}
+	if err := etcdflags.ReadPasswordFile(&c.Etcd, c.EtcdPasswordFile); err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, err
 	}
 	return c, nil
-}
-
-// readPasswordFile sets the etcd password from --etcd-password-file: the
-// file's first line, without its line ending. The file must not be empty,
-// and the two ways of giving a password exclude each other, so a stale
-// --etcd-password never wins silently.
-func (c *config) readPasswordFile() error {
-	if c.Etcd.Password != "" {
-		return errors.New("--etcd-password and --etcd-password-file are both set; give one")
-	}
-	b, err := os.ReadFile(c.EtcdPasswordFile)
-	if err != nil {
-		return fmt.Errorf("--etcd-password-file: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimSuffix(line, "\r")
-	if line == "" {
-		return fmt.Errorf("--etcd-password-file %s: the first line is empty", c.EtcdPasswordFile)
-	}
-	c.Etcd.Password = line
-	return nil
 }
 
 func (c *config) validate() error {
