@@ -21,7 +21,9 @@ type WireguardOptions struct {
 	// Implementation is the wireguard backend's Implementation key
 	// (default "userspace", the path this measures).
 	Implementation string
-	Logf           func(format string, args ...any)
+	// DaemonEnv is added to every flanneld's environment (KEY=value).
+	DaemonEnv []string
+	Logf      func(format string, args ...any)
 }
 
 // WireguardResult holds bits per second of one TCP stream pod to pod
@@ -101,7 +103,8 @@ func Wireguard(ctx context.Context, l *lab.Lab, o WireguardOptions) (WireguardRe
 		for _, h := range ov.hosts {
 			// Each node keeps its own key, as each machine has its own
 			// /run/flannel.
-			p, err := l.StartFlanneldEnv(h, []string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")}, "--etcd-prefix="+ov.prefix)
+			env := append([]string{"WIREGUARD_KEY_FILE=" + filepath.Join(h.Dir, "wgkey")}, o.DaemonEnv...)
+			p, err := l.StartFlanneldEnv(h, env, "--etcd-prefix="+ov.prefix)
 			if err != nil {
 				return res, err
 			}
