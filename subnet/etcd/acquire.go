@@ -107,15 +107,15 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 		if ctx.Err() != nil {
 			return held{}, ctx.Err()
 		}
+		if onRetry != nil {
+			onRetry(err)
+		}
 		max := 5 * time.Second
 		var full *subnet.ErrNoFreeSubnet
 		switch {
 		case errors.Is(err, errTryAgain):
 			raced++
 			m.log.Debug("lease race lost, retrying", "err", err)
-			if onRetry != nil {
-				onRetry(err)
-			}
 			if raced <= maxQuickRetries {
 				if fresher, err := m.since(ctx, *listing); err == nil {
 					listing = &fresher
@@ -133,9 +133,6 @@ func (m *Manager) acquire(ctx context.Context, first *Listing, cfg *subnet.Confi
 		default:
 			m.log.Warn("Failed to acquire lease, retrying", "err", err)
 			g.release(ctx, m) // it may be what failed (expired after a long outage)
-		}
-		if onRetry != nil && !errors.Is(err, errTryAgain) {
-			onRetry(err)
 		}
 		listing = nil // the next attempt lists again
 		m.rndM.Lock()
