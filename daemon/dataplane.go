@@ -30,6 +30,11 @@ type dataPlane struct {
 	log    *slog.Logger
 
 	lastCount int // peers programmed at the last full pass
+	// programmed is the peers handed to the backend, by full passes and
+	// deltas alike; onCount (optional) hears of each new value.
+	programmed int
+	onCount    func(n int)
+	peerLog    *peerLog
 	// The lease gauges' counts, kept up to date by deltas: leases other
 	// than ours, and those of them that hold a subnet of the range.
 	others, othersInRange int
@@ -38,7 +43,7 @@ type dataPlane struct {
 func newDataPlane(w subnet.PeerSource, nw backend.Network, own subnet.Lease,
 	cfg *subnet.Config, mx *metrics.Metrics, log *slog.Logger) *dataPlane {
 	d := &dataPlane{w: w, nw: nw, own: own, filter: subnet.NewPeerFilter(cfg, own, log),
-		cfg: cfg, mx: mx, log: log, lastCount: -1}
+		cfg: cfg, mx: mx, log: log, lastCount: -1, programmed: -1, peerLog: newPeerLog(log)}
 	d.inc, _ = nw.(backend.Incremental)
 	return d
 }
@@ -60,6 +65,8 @@ func (d *dataPlane) full(ctx context.Context) (synced bool, err error) {
 		}
 		d.lastCount = len(peers)
 	}
+	d.peerLog.full(peers)
+	d.setProgrammed(len(peers))
 	return true, d.nw.Reconcile(ctx, peers)
 }
 
@@ -89,6 +96,10 @@ func (d *dataPlane) changed(ctx context.Context) error {
 			if gone, came, ok := d.filter.Delta(gone, came); ok {
 				err := d.inc.Update(ctx, gone, came)
 				if !errors.Is(err, backend.ErrFullPass) {
+					// Applied (an error is retried by the next pass, as
+					// after a full pass): a changed lease is in both.
+					d.peerLog.delta(gone, came)
+					d.setProgrammed(d.programmed + len(came) - len(gone))
 					return err
 				}
 				d.log.Debug("lease change needs a pass over all peers", "err", err)
@@ -97,6 +108,17 @@ func (d *dataPlane) changed(ctx context.Context) error {
 	}
 	_, err := d.full(ctx)
 	return err
+}
+
+// setProgrammed records the number of peers handed to the backend.
+func (d *dataPlane) setProgrammed(n int) {
+	if n == d.programmed {
+		return
+	}
+	d.programmed = n
+	if d.onCount != nil {
+		d.onCount(n)
+	}
 }
 
 // count adds (sign 1) or removes (-1) leases other than ours to the lease

@@ -59,7 +59,11 @@ type Deps struct {
 	// ConfigSource names where the network config lives, for the log
 	// lines about its changes ("etcd", "/etc/kube-flannel/net-conf.json").
 	ConfigSource string
-	Backends     backend.Registry
+	// Source names the lease source in the STATUS= line systemd shows
+	// while the daemon waits for it ("etcd at http://10.0.0.1:2379");
+	// empty means "etcd".
+	Source   string
+	Backends backend.Registry
 	Metrics      *metrics.Metrics
 	Log          *slog.Logger
 	// NewFirewall builds the traffic rules keeper; nil means firewall.New.
@@ -95,6 +99,9 @@ func Run(ctx context.Context, c Config, d Deps) error {
 	if d.ConfigSource == "" {
 		d.ConfigSource = "etcd"
 	}
+	if d.Source == "" {
+		d.Source = "etcd"
+	}
 	if d.NewTicker == nil {
 		d.NewTicker = func(p time.Duration) (<-chan time.Time, func()) {
 			t := time.NewTicker(p)
@@ -119,6 +126,7 @@ func Run(ctx context.Context, c Config, d Deps) error {
 		defer func() { hcancel(); <-done }()
 	}
 
+	sendStatus(d, waitingForSource(d.Source))
 	sm, closeSource, err := d.Connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -211,7 +219,11 @@ func (n *node) run(ctx context.Context) error {
 		return fmt.Errorf("prepare %s backend: %w", netCfg.BackendType, err)
 	}
 
-	lease, err := sm.Acquire(ctx, netCfg, attrs, prevEnv, func(error) { hs.SetReady(false) })
+	n.setStatus("Acquiring a subnet lease")
+	lease, err := sm.Acquire(ctx, netCfg, attrs, prevEnv, func(err error) {
+		hs.SetReady(false)
+		n.setStatus(waitingForLease(err))
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCancelled
@@ -258,6 +270,7 @@ func (n *node) run(ctx context.Context) error {
 	g.Go(func(ctx context.Context) error { peers.Run(ctx); return nil })
 
 	dp := newDataPlane(peers, nw, lease, netCfg, mx, log)
+	dp.onCount = func(count int) { n.setStatus(peersProgrammed(count)) }
 	// Readiness waits for one full reconcile of the starting set, so
 	// systemd units ordered after flanneld never start before routes to
 	// the existing peers exist.
@@ -411,6 +424,7 @@ func (n *node) waitForConfig(ctx context.Context) (*subnet.Config, []byte, error
 		}
 		if msg := err.Error(); msg != last {
 			n.log.Error("Couldn't fetch network config: " + msg)
+			n.setStatus("Waiting for the network config from " + n.d.Source + ": " + msg)
 			last = msg
 		}
 		if !sleepCtx(ctx, delay) {

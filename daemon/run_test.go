@@ -164,6 +164,7 @@ type harness struct {
 	deps   Deps
 	log    *syncBuffer
 	states chan string
+	status statusLog // STATUS= lines (status_test.go), kept out of states
 }
 
 func newHarness(t *testing.T) *harness {
@@ -191,7 +192,13 @@ func newHarness(t *testing.T) *harness {
 		NewFirewall: func(context.Context, firewall.Mode, firewall.Options) (firewall.Manager, error) {
 			return nil, errors.New("no packet filter in this test")
 		},
-		Notify: func(s string) (bool, error) { h.states <- s; return true, nil },
+		Notify: func(s string) (bool, error) {
+			if h.status.add(s) {
+				return true, nil
+			}
+			h.states <- s
+			return true, nil
+		},
 		SelectInterface: func(ip.SelectOptions) (ip.Selection, error) {
 			return ip.Selection{Iface: net.Interface{Index: 2, Name: "eth0", MTU: 1500}, V4: netip.MustParseAddr("192.0.2.3")}, nil
 		},
