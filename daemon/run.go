@@ -64,8 +64,8 @@ type Deps struct {
 	// empty means "etcd".
 	Source   string
 	Backends backend.Registry
-	Metrics      *metrics.Metrics
-	Log          *slog.Logger
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
 	// NewFirewall builds the traffic rules keeper; nil means firewall.New.
 	NewFirewall func(ctx context.Context, mode firewall.Mode, o firewall.Options) (firewall.Manager, error)
 	// Notify tells the service manager about our state; nil means
