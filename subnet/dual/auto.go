@@ -113,8 +113,10 @@ func (a *Auto) choose(m subnet.Manager) {
 	a.mu.Unlock()
 }
 
-func (a *Auto) Start(ctx context.Context, cfg *subnet.Config) error { return a.current().Start(ctx, cfg) }
-func (a *Auto) PublicIPs() (v4, v6 netip.Addr)                       { return a.current().PublicIPs() }
+func (a *Auto) Start(ctx context.Context, cfg *subnet.Config) error {
+	return a.current().Start(ctx, cfg)
+}
+func (a *Auto) PublicIPs() (v4, v6 netip.Addr) { return a.current().PublicIPs() }
 func (a *Auto) Previous(cfg *subnet.Config, probe subnet.LeaseAttrs) *subnet.LeaseAttrs {
 	return a.current().Previous(cfg, probe)
 }

@@ -52,7 +52,9 @@ func (b *Both) V3Others() []subnet.Lease {
 }
 
 // Name names both sources.
-func (b *Both) Name() string { return "both etcd keyspaces (migration mode): " + b.v2.Name() + " and " + b.v3.Name() }
+func (b *Both) Name() string {
+	return "both etcd keyspaces (migration mode): " + b.v2.Name() + " and " + b.v3.Name()
+}
 
 // PublicIPs: etcd has no say in our public addresses.
 func (b *Both) PublicIPs() (v4, v6 netip.Addr) { return netip.Addr{}, netip.Addr{} }

@@ -29,7 +29,7 @@ func newFakePeers() *fakePeers {
 	return &fakePeers{set: subnet.NewLeaseSet(), updated: make(chan struct{}, 1)}
 }
 
-func (f *fakePeers) Run(ctx context.Context) { <-ctx.Done() }
+func (f *fakePeers) Run(ctx context.Context)  { <-ctx.Done() }
 func (f *fakePeers) Updated() <-chan struct{} { return f.updated }
 func (f *fakePeers) TakeAll() ([]subnet.Lease, bool) {
 	f.mu.Lock()
@@ -88,16 +88,18 @@ func TestUnion(t *testing.T) {
 	defer cancel()
 	go u.Run(ctx)
 
-	a2 := lease("10.5.1.0/24", "172.30.0.11", "0e:00:00:00:00:01")       // a v0.11 node
-	b2 := lease("10.5.2.0/24", "172.30.0.12", "0e:00:00:00:00:02")       // a both-mode node, v2 copy
-	b3 := b2                                                             // and its v3 twin
-	c3 := lease("10.5.3.0/24", "172.30.0.13", "0e:00:00:00:00:03")       // a v3-only node
-	split2 := lease("10.5.4.0/24", "172.30.0.14", "0e:00:00:00:00:04")   // v2 owner of a split claim
-	split3 := lease("10.5.4.0/24", "172.30.0.99", "0e:00:00:00:00:99")   // v3 owner of it
+	a2 := lease("10.5.1.0/24", "172.30.0.11", "0e:00:00:00:00:01")           // a v0.11 node
+	b2 := lease("10.5.2.0/24", "172.30.0.12", "0e:00:00:00:00:02")           // a both-mode node, v2 copy
+	b3 := b2                                                                 // and its v3 twin
+	c3 := lease("10.5.3.0/24", "172.30.0.13", "0e:00:00:00:00:03")           // a v3-only node
+	split2 := lease("10.5.4.0/24", "172.30.0.14", "0e:00:00:00:00:04")       // v2 owner of a split claim
+	split3 := lease("10.5.4.0/24", "172.30.0.99", "0e:00:00:00:00:99")       // v3 owner of it
 	b3.Attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"0e:00:00:00:00:02"}`) // same bytes
 
 	// Not synced until both sources are.
-	p2.edit(func(s *subnet.LeaseSet) { s.Reset(map[string]subnet.Lease{a2.Key(): a2, b2.Key(): b2, split2.Key(): split2}) })
+	p2.edit(func(s *subnet.LeaseSet) {
+		s.Reset(map[string]subnet.Lease{a2.Key(): a2, b2.Key(): b2, split2.Key(): split2})
+	})
 	time.Sleep(20 * time.Millisecond)
 	if _, synced := u.TakeAll(); synced {
 		t.Fatal("union synced before the v3 source")
