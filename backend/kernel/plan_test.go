@@ -515,3 +515,28 @@ func (l opList) all() []op {
 	}
 	return out
 }
+
+// Three identical claims need three releases: each release drops exactly
+// one claim (two claims alone never reach the decrement of a count above
+// one, so a release that forgot it went unnoticed).
+func TestClaimReleaseThree(t *testing.T) {
+	m := map[string]int{}
+	var c claims[string]
+	for range 3 {
+		if _, ok := claim(m, &c, "k", 7, cmp.Compare[int]); !ok {
+			t.Fatal("identical claim refused")
+		}
+	}
+	for i := range 3 {
+		if !release(m, &c, "k", 7) {
+			t.Fatalf("release %d refused", i+1)
+		}
+		_, kept := m["k"]
+		if want := i < 2; kept != want {
+			t.Fatalf("after release %d of 3 the key is kept=%v, want %v", i+1, kept, want)
+		}
+	}
+	if release(m, &c, "k", 7) {
+		t.Fatal("a fourth release must say a full pass is needed")
+	}
+}
