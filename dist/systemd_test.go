@@ -2,6 +2,7 @@ package dist
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -108,11 +109,22 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("KillMode=%q, want the default control-group", km)
 	}
 
+	// etcd down at boot must not get flanneld killed by the start
+	// timeout: it is "activating" until the lease is held (Type=notify).
+	if got := u.one(t, "Service", "TimeoutStartSec"); got != "infinity" {
+		t.Errorf("TimeoutStartSec=%s, want infinity", got)
+	}
+
 	// ExecStartPost writes Docker's options with the script this
-	// directory ships, using options the script knows.
-	post := strings.Fields(u.one(t, "Service", "ExecStartPost"))
+	// directory ships, using options the script knows, behind a guard
+	// that skips a script that is not installed.
+	guarded, err := unguard(u.one(t, "Service", "ExecStartPost"))
+	if err != nil {
+		t.Fatalf("ExecStartPost: %v", err)
+	}
+	post := strings.Fields(guarded)
 	if len(post) == 0 || post[0] != "/usr/local/libexec/flannel/mk-docker-opts.sh" {
-		t.Fatalf("ExecStartPost=%q, want /usr/local/libexec/flannel/mk-docker-opts.sh ...", post)
+		t.Fatalf("ExecStartPost runs %q, want /usr/local/libexec/flannel/mk-docker-opts.sh ...", post)
 	}
 	opts := map[string]string{}
 	for i := 1; i < len(post); i++ {
@@ -143,6 +155,63 @@ func TestSystemdUnit(t *testing.T) {
 	// The default -f must be where flanneld writes subnet.env.
 	if f, ok := opts["-f"]; ok && f != "/run/flannel/subnet.env" {
 		t.Errorf("ExecStartPost reads %s, flanneld writes /run/flannel/subnet.env", f)
+	}
+}
+
+// guardRE is the ExecStartPost guard: run the script only if it is
+// installed, and then with exec, so that its failure is the step's.
+var guardRE = regexp.MustCompile(`^/bin/sh -c 'test ! -x (/\S+) \|\| exec (/\S+)((?: [^' ]+)*)'$`)
+
+// unguard returns the command line the guard runs (script and options).
+func unguard(v string) (string, error) {
+	m := guardRE.FindStringSubmatch(v)
+	if m == nil {
+		return "", fmt.Errorf("%q is not /bin/sh -c 'test ! -x SCRIPT || exec SCRIPT ARGS...'", v)
+	}
+	if m[1] != m[2] {
+		return "", fmt.Errorf("the guard tests %s but runs %s", m[1], m[2])
+	}
+	return m[2] + m[3], nil
+}
+
+// TestSystemdUnitDockerOptsGuard runs the unit's ExecStartPost line as
+// systemd would (its argv, no shell around it), with the script's path
+// pointed at a temporary one: a missing script is success, an installed
+// one runs with the unit's options and its failure fails the step.
+func TestSystemdUnitDockerOptsGuard(t *testing.T) {
+	u, err := parseUnit(readDistFile(t, "flanneld.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := u.one(t, "Service", "ExecStartPost")
+	if _, err := unguard(line); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	script := filepath.Join(dir, "mk-docker-opts.sh")
+	out := filepath.Join(dir, "args")
+	line = strings.ReplaceAll(line, "/usr/local/libexec/flannel/mk-docker-opts.sh", script)
+	inner := strings.TrimSuffix(strings.TrimPrefix(line, "/bin/sh -c '"), "'")
+	run := func() error { return exec.Command("/bin/sh", "-c", inner).Run() }
+
+	if err := run(); err != nil {
+		t.Errorf("missing script: %v, want success", err)
+	}
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" > "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(); err != nil {
+		t.Errorf("installed script: %v", err)
+	}
+	if got, _ := os.ReadFile(out); string(got) != "-k DOCKER_NETWORK_OPTIONS -d /run/flannel/docker\n" {
+		t.Errorf("script ran with %q", got)
+	}
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := run(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("failing script: %v, want exit status 3", err)
 	}
 }
 
