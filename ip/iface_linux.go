@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/flannelng/flannel/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -109,9 +110,11 @@ func ifaceAddrs(index int) ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	list, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	list, err := nldump.Retry("list addresses of "+link.Attrs().Name, func() ([]netlink.Addr, error) {
+		return netlink.AddrList(link, netlink.FAMILY_ALL)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+		return nil, err
 	}
 	type cand struct {
 		a    netip.Addr
@@ -277,7 +280,9 @@ func byReach(target string, o SelectOptions) (Selection, error) {
 
 func byDefaultRoute(o SelectOptions) (Selection, error) {
 	find := func(family int) (int, error) {
-		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := nldump.Retry("list routes", func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
 		if err != nil {
 			return 0, err
 		}

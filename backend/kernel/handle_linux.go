@@ -10,15 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flannelng/flannel/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// maxDumpAttempts bounds the retries of a dump the kernel interrupted
-// (NLM_F_DUMP_INTR: the table changed while it was being read). A busy
-// table settles within a few attempts; after that we give up for this pass.
-const maxDumpAttempts = 5
 
 // requestTimeout bounds one netlink request, so a wedged socket turns into
 // an error instead of a hung daemon.
@@ -107,28 +103,14 @@ func (h *Handle) Close() {
 // Stats returns the request counters.
 func (h *Handle) Stats() Stats { return Stats{Reads: h.reads.Load(), Writes: h.writes.Load()} }
 
-// dump runs a netlink dump, retrying when the kernel reports the dump was
-// interrupted by a concurrent change (results are then incomplete).
+// dump runs a netlink dump through nldump, which retries it when the kernel
+// reports the dump was interrupted by a concurrent change (results are then
+// incomplete), and counts each attempt as a read.
 func dump[T any](h *Handle, what string, f func() ([]T, error)) ([]T, error) {
-	return retryDump(what, maxDumpAttempts, func() ([]T, error) {
+	return nldump.Retry(what, func() ([]T, error) {
 		h.reads.Add(1)
 		return f()
 	})
-}
-
-func retryDump[T any](what string, attempts int, f func() ([]T, error)) ([]T, error) {
-	var err error
-	for i := 0; i < attempts; i++ {
-		var res []T
-		res, err = f()
-		if err == nil {
-			return res, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	return nil, fmt.Errorf("%s: interrupted %d times in a row: %w", what, attempts, err)
 }
 
 // RouteList dumps the main routing table of one family.

@@ -1,47 +1,12 @@
 package kernel
 
 import (
-	"errors"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-func TestRetryDump(t *testing.T) {
-	calls := 0
-	got, err := retryDump("list things", 5, func() ([]int, error) {
-		calls++
-		if calls < 3 {
-			return []int{1}, netlink.ErrDumpInterrupted
-		}
-		return []int{1, 2}, nil
-	})
-	if err != nil || len(got) != 2 || calls != 3 {
-		t.Fatalf("got %v, %v after %d calls", got, err, calls)
-	}
-
-	calls = 0
-	_, err = retryDump("list things", 5, func() ([]int, error) {
-		calls++
-		return nil, netlink.ErrDumpInterrupted
-	})
-	if !errors.Is(err, netlink.ErrDumpInterrupted) || calls != 5 || !strings.Contains(err.Error(), "interrupted 5 times") {
-		t.Fatalf("endless interruption: %v after %d calls", err, calls)
-	}
-
-	calls = 0
-	_, err = retryDump("list things", 5, func() ([]int, error) {
-		calls++
-		return nil, unix.EPERM
-	})
-	if !errors.Is(err, unix.EPERM) || calls != 1 {
-		t.Fatalf("other errors must not be retried: %v after %d calls", err, calls)
-	}
-}
 
 func TestObserveRoute(t *testing.T) {
 	_, dst, _ := net.ParseCIDR("10.5.2.0/24")

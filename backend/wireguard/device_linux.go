@@ -21,6 +21,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/backend/netdev"
 	"github.com/flannelng/flannel/pkg/nsenter"
 )
 
@@ -109,78 +110,37 @@ func (d *device) ensure(c *nsCtx, impl string, key wgtypes.Key) error {
 		}
 		d.kind = impl
 	}
-	attrs := link.Attrs()
-	d.index = attrs.Index
-	if attrs.MTU != d.mtu {
-		if err := c.h.LinkSetMTU(link, d.mtu); err != nil {
-			return fmt.Errorf("set MTU of %s to %d: %w", d.name, d.mtu, err)
-		}
+	d.index = link.Attrs().Index
+	wants := d.wants()
+	if len(wants) == 0 {
+		// Before our lease: the MTU only.
+		return netdev.Ensure(c.h, link, netdev.Want{Name: d.name, MTU: d.mtu})
 	}
-	if len(d.addrs) == 0 {
-		return nil
-	}
-	if err := d.ensureAddrs(c.h, link); err != nil {
+	if err := netdev.Ensure(c.h, link, wants[0]); err != nil {
 		return err
 	}
-	if attrs.Flags&net.FlagUp == 0 {
-		if err := c.h.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set %s up: %w", d.name, err)
+	// A single-tunnel device carries the other family's address too.
+	for _, w := range wants[1:] {
+		if err := netdev.EnsureAddr(c.h, link, w); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// ensureAddrs keeps exactly our addresses on the device: other IPv4
-// addresses inside the network and other non-link-local IPv6 addresses go,
-// as upstream does.
-func (d *device) ensureAddrs(h *kernel.Handle, link netlink.Link) error {
-	var errs []error
-	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		var want []netip.Prefix
-		for _, a := range d.addrs {
-			if a.Addr().Is6() == (fam == unix.AF_INET6) {
-				want = append(want, a)
+// wants is the shared device set-up (package netdev) per address family.
+func (d *device) wants() []netdev.Want {
+	var ws []netdev.Want
+	for _, a := range d.addrs {
+		w := netdev.Want{Name: d.name, MTU: d.mtu, Addr: a}
+		for _, n := range d.network {
+			if n.Addr().Is6() == a.Addr().Is6() {
+				w.Network = n
 			}
 		}
-		have, err := h.AddrList(link, fam)
-		if err != nil {
-			return fmt.Errorf("list addresses of %s: %w", d.name, err)
-		}
-		found := map[netip.Prefix]bool{}
-		for _, a := range have {
-			p := kernel.PrefixFromIPNet(a.IPNet)
-			if contains(want, p) {
-				found[p] = true
-				continue
-			}
-			stale := fam == unix.AF_INET6 && !p.Addr().IsLinkLocalUnicast()
-			for _, n := range d.network {
-				stale = stale || n.Contains(p.Addr())
-			}
-			if stale {
-				if err := h.AddrDel(link, p); err != nil {
-					errs = append(errs, fmt.Errorf("remove stale address %s from %s: %w", p, d.name, err))
-				}
-			}
-		}
-		for _, p := range want {
-			if !found[p] {
-				if err := h.AddrAdd(link, p); err != nil && !errors.Is(err, unix.EEXIST) {
-					errs = append(errs, fmt.Errorf("add address %s to %s: %w", p, d.name, err))
-				}
-			}
-		}
+		ws = append(ws, w)
 	}
-	return errors.Join(errs...)
-}
-
-func contains(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
+	return ws
 }
 
 func (d *device) kernelDevice() kernel.Device {

@@ -1,11 +1,11 @@
 package firewall
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/flannelng/flannel/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -46,18 +46,13 @@ func EnsureBlackholeRoute(h *netlink.Handle, subnet netip.Prefix) (bool, error) 
 		Priority: BlackholeMetric,
 		Family:   fam,
 	}
-	var existing []netlink.Route
-	var err error
-	// A dump interrupted by a concurrent change may be incomplete; retry a
-	// few times rather than add a duplicate on partial data.
-	for range 5 {
-		existing, err = h.RouteListFiltered(fam, &route, netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	// A dump interrupted by a concurrent change may be incomplete; nldump
+	// retries it rather than add a duplicate on partial data.
+	existing, err := nldump.Retry("list blackhole routes for "+subnet.String(), func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(fam, &route, netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
-		return false, fmt.Errorf("list blackhole routes for %s: %w", subnet, err)
+		return false, err
 	}
 	if len(existing) > 0 {
 		return false, nil

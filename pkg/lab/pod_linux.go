@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/flannelng/flannel/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -256,9 +257,11 @@ func ensurePodBridge(h *netlink.Handle, env SubnetEnv) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", podBridge, err)
 	}
-	have, err := h.AddrList(br, netlink.FAMILY_ALL)
+	have, err := nldump.Retry("list addresses of "+podBridge, func() ([]netlink.Addr, error) {
+		return h.AddrList(br, netlink.FAMILY_ALL)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list addresses of %s: %w", podBridge, err)
+		return nil, err
 	}
 	want := []netip.Prefix{}
 	if env.Subnet.IsValid() {

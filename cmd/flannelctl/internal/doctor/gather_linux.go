@@ -1,31 +1,19 @@
 package doctor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/flannelng/flannel/pkg/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// dumpAttempts bounds the retries of a netlink dump the kernel reports as
-// interrupted by a concurrent change (its results are then incomplete).
-const dumpAttempts = 5
-
+// dump runs a netlink dump through nldump, which retries it while the
+// kernel reports it interrupted by a concurrent change.
 func dump[T any](what string, f func() ([]T, error)) ([]T, error) {
-	var err error
-	for range dumpAttempts {
-		var res []T
-		if res, err = f(); err == nil {
-			return res, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return nil, fmt.Errorf("%s: %w", what, err)
+	return nldump.Retry(what, f)
 }
 
 // gatherKernel reads links, addresses, main-table routes and the neighbour
