@@ -25,11 +25,7 @@ func main() {
 		fmt.Println(version)
 		return
 	}
-	level := slog.LevelInfo
-	if c.Verbosity >= 4 {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(c.Verbosity), ReplaceAttr: levelNames}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flannelng/flannel/daemon"
@@ -21,6 +22,7 @@ import (
 
 // run builds the daemon's real parts from the flags and runs it.
 func run(ctx context.Context, c *config, log *slog.Logger) error {
+	log.Info("CLI flags config", configAttrs(c)...)
 	mx := metrics.New()
 	dc := daemon.Config{
 		Version: version,
@@ -42,6 +44,10 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if c.KubeSubnetMgr {
 		log.Info("Starting flanneld", "version", version, "mode", "kube", "netConfig", c.NetConfigPath, "subnetFile", c.SubnetFile)
 		deps.ConfigSource = c.NetConfigPath
+		deps.Source = "the Kubernetes API server"
+		if c.KubeAPIURL != "" {
+			deps.Source += " at " + c.KubeAPIURL
+		}
 		deps.Connect = func(ctx context.Context) (subnet.Manager, func(), error) {
 			sm, err := kube.New(ctx, kube.Options{
 				KubeconfigFile: c.KubeconfigFile, APIURL: c.KubeAPIURL, AnnotationPrefix: c.KubeAnnotationPrefix,
@@ -55,6 +61,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		return daemon.Run(ctx, dc, deps)
 	}
 	log.Info("Starting flanneld", "version", version, "etcd", c.Etcd.String(), "prefix", c.Prefix, "etcdAPI", c.EtcdAPI, "subnetFile", c.SubnetFile)
+	deps.Source = "etcd at " + strings.Join(c.Etcd.Endpoints, ",")
 	deps.Connect = func(ctx context.Context) (subnet.Manager, func(), error) { return etcdSource(ctx, c, log, mx) }
 	return daemon.Run(ctx, dc, deps)
 }
