@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -77,13 +79,17 @@ func (f *fleetOptions) check() error {
 
 // runFleet runs the fleet's cases and prints each figure as it comes. It
 // returns the figures and the names of the cases that failed.
-func runFleet(ctx context.Context, f fleetOptions, bin lab.Binaries, out io.Writer, logf func(string, ...any)) (suite.FleetResults, []string) {
+// dir, when set, keeps the real daemons' lab (logs) under dir/fleet-daemons.
+func runFleet(ctx context.Context, f fleetOptions, dir string, bin lab.Binaries, out io.Writer, logf func(string, ...any)) (suite.FleetResults, []string) {
 	var res suite.FleetResults
 	var failed []string
 	if !f.on {
 		return res, nil
 	}
 	o := suite.FleetOptions{LabEtcd: bin.LabEtcd, StormTimeout: f.stormTimeout, Window: f.window, Churn: f.churn, Poll: f.poll, Logf: logf}
+	// The machine may be shared: each case says how busy it was when it
+	// started.
+	load := func(name string) { fmt.Fprintf(out, "%s: load average %s before it\n", name, loadAverage()) }
 	fail := func(name string, err error) {
 		fmt.Fprintf(out, "%s: FAILED: %v\n", name, err)
 		failed = append(failed, name)
@@ -92,6 +98,7 @@ func runFleet(ctx context.Context, f fleetOptions, bin lab.Binaries, out io.Writ
 		if ctx.Err() != nil {
 			break
 		}
+		load(fmt.Sprintf("fleet join storm N=%d", n))
 		r, err := suite.JoinStorm(ctx, o, n)
 		if err != nil {
 			fail(fmt.Sprintf("fleet-storm-%d", n), err)
@@ -101,7 +108,8 @@ func runFleet(ctx context.Context, f fleetOptions, bin lab.Binaries, out io.Writ
 		fmt.Fprintln(out, r.Line())
 	}
 	if f.daemons > 0 && ctx.Err() == nil {
-		r, err := fleetDaemons(ctx, f.daemons, bin, logf)
+		load(fmt.Sprintf("fleet real daemons N=%d", f.daemons))
+		r, err := fleetDaemons(ctx, f.daemons, dir, bin, logf)
 		if err != nil {
 			fail(fmt.Sprintf("fleet-daemons-%d", f.daemons), err)
 		} else {
@@ -113,6 +121,7 @@ func runFleet(ctx context.Context, f fleetOptions, bin lab.Binaries, out io.Writ
 		if f.window == 0 || ctx.Err() != nil {
 			break
 		}
+		load(fmt.Sprintf("fleet idle N=%d", n))
 		r, churns, err := suite.IdleFleet(ctx, o, n)
 		if r.Window > 0 && r.Server != nil {
 			res.Idle = append(res.Idle, r)
@@ -131,9 +140,13 @@ func runFleet(ctx context.Context, f fleetOptions, bin lab.Binaries, out io.Writ
 
 // fleetDaemons builds a lab of n hosts (about a second per ten hosts) and
 // runs the real daemons' case in it.
-func fleetDaemons(ctx context.Context, n int, bin lab.Binaries, logf func(string, ...any)) (suite.DaemonsResult, error) {
+func fleetDaemons(ctx context.Context, n int, dir string, bin lab.Binaries, logf func(string, ...any)) (suite.DaemonsResult, error) {
+	lo := lab.Options{Hosts: n, Binaries: lab.Binaries{Flanneld: bin.Flanneld, LabEtcd: bin.LabEtcd}, Logf: func(string, ...any) {}}
+	if dir != "" {
+		lo.Dir = filepath.Join(dir, "fleet-daemons")
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	l, err := lab.New(lctx, lab.Options{Hosts: n, Binaries: lab.Binaries{Flanneld: bin.Flanneld, LabEtcd: bin.LabEtcd}, Logf: func(string, ...any) {}})
+	l, err := lab.New(lctx, lo)
 	cancel()
 	if err != nil {
 		return suite.DaemonsResult{}, err
@@ -143,4 +156,13 @@ func fleetDaemons(ctx context.Context, n int, bin lab.Binaries, logf func(string
 		err = errors.Join(err, cerr)
 	}
 	return r, err
+}
+
+// loadAverage is /proc/loadavg's 1, 5 and 15 minute figures.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }

@@ -155,17 +155,15 @@ type StormResult struct {
 
 // Line prints one storm.
 func (r StormResult) Line() string {
-	held := "not all (" + strconv.Itoa(r.Joined) + " of " + strconv.Itoa(r.N) + ")"
+	held := fmt.Sprintf("only %d of %d hold subnets when the storm's bound ran out (median joiner %s)", r.Joined, r.N, FormatDuration(r.HeldP50))
 	if r.Held > 0 {
-		held = FormatDuration(r.Held) + " (median node " + FormatDuration(r.HeldP50) + ")"
+		held = fmt.Sprintf("all hold subnets after %s (median node %s)", FormatDuration(r.Held), FormatDuration(r.HeldP50))
+		if r.Seen > 0 {
+			held += fmt.Sprintf(", every watcher holds all %d leases after %s", r.N, FormatDuration(r.Seen))
+		}
 	}
-	seen := "-"
-	if r.Seen > 0 {
-		seen = FormatDuration(r.Seen)
-	}
-	return fmt.Sprintf("join storm N=%d: all hold distinct subnets after %s, %d overlaps; every watcher holds all %d leases after %s; "+
-		"%s lost races, %d other retries; lease source requests %s; etcd received %s; etcd CPU %s",
-		r.N, held, r.Overlaps, r.N, seen, thousands(int64(r.LostRaces)), r.OtherRetries, r.Requests, r.Server, FormatDuration(r.EtcdCPU))
+	return fmt.Sprintf("join storm N=%d: %s; %d overlaps; %s lost races, %d other retries; lease source requests %s; etcd received %s; etcd CPU %s",
+		r.N, held, r.Overlaps, thousands(int64(r.LostRaces)), r.OtherRetries, r.Requests, r.Server, FormatDuration(r.EtcdCPU))
 }
 
 // FleetIdleResult is what N idle simulated nodes cost etcd.
@@ -278,7 +276,7 @@ type DaemonsResult struct {
 	First, Restart           time.Duration
 	ReadyFirst, ReadyRestart time.Duration
 	// CPU per daemon (utime+stime from /proc/<pid>/stat once the storm
-	// settled): mean and most.
+	// settled, with its reaped children: ip, iptables): mean and most.
 	CPUFirstMean, CPUFirstMax     time.Duration
 	CPURestartMean, CPURestartMax time.Duration
 	// Lone is one daemon restarted alone afterwards: subnet.env time and
@@ -287,6 +285,80 @@ type DaemonsResult struct {
 	// etcd's CPU and received messages during each storm.
 	EtcdCPUFirst, EtcdCPURestart time.Duration
 	ServerFirst, ServerRestart   RequestCounts
+	// Where each storm's time went, from the daemons' logs.
+	PhasesFirst, PhasesRestart []Phase
+}
+
+// Phase is one step of the daemons' start-up in a storm: when the median
+// daemon and the last one logged it, from the storm's start (the first
+// process started).
+type Phase struct {
+	Name         string
+	Median, Last time.Duration
+	N            int // daemons that logged it
+}
+
+// readyLine is what flanneld logs after its first full data-plane pass.
+const readyLine = "flannel is ready"
+
+// daemonPhases are the start-up steps the daemon logs, in order.
+var daemonPhases = []struct {
+	name  string
+	marks []string // the log line's text (any of them)
+}{
+	{"process up", []string{`msg="Starting flanneld"`}},
+	{"config read", []string{"Found network config"}},
+	{"lease held", []string{"Allocated lease (", "Found lease ("}},
+	// The traffic rules come between the lease and subnet.env: the
+	// iptables variant is chosen by running both variants' save
+	// commands, then the other mode's rules are removed and ours
+	// applied.
+	{"iptables chosen", []string{"Using iptables variant"}},
+	{"rules cleaned", []string{`msg="Starting flannel in`}},
+	{"subnet.env", []string{"Wrote subnet file"}},
+	{"ready", []string{readyLine}},
+}
+
+// DaemonPhases reads the daemons' logs of one run (slog text lines with
+// time=) and says when the median and the last daemon reached each
+// step, from start.
+func DaemonPhases(logs []string, start time.Time) []Phase {
+	out := make([]Phase, len(daemonPhases))
+	for j, ph := range daemonPhases {
+		var at []time.Duration
+		for _, log := range logs {
+			for _, line := range strings.Split(log, "\n") {
+				if !slices.ContainsFunc(ph.marks, func(m string) bool { return strings.Contains(line, m) }) {
+					continue
+				}
+				if t, ok := logLineTime(line); ok {
+					at = append(at, t.Sub(start))
+					break
+				}
+			}
+		}
+		out[j] = Phase{Name: ph.name, N: len(at), Median: Percentile(at, 0.5), Last: Percentile(at, 1)}
+	}
+	return out
+}
+
+// logLineTime is the time= field of a slog text line.
+func logLineTime(line string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		return time.Time{}, false
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return t, err == nil
+}
+
+func phasesString(ps []Phase) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = fmt.Sprintf("%s %s/%s", p.Name, FormatDuration(p.Median), FormatDuration(p.Last))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Ratio is First / Restart; the target is at most 1.1.
@@ -301,10 +373,11 @@ func (r DaemonsResult) Ratio() float64 {
 func (r DaemonsResult) Line() string {
 	return fmt.Sprintf("real daemons N=%d (vxlan, started in %s): every subnet.env written after %s (all ready %s); restarted with their leases in etcd: rewritten after %s (all ready %s); "+
 		"ratio %.2f; CPU per daemon: first start %s (most %s), restart storm %s (most %s), one daemon restarted alone %s (subnet.env %s); "+
-		"etcd CPU %s / %s, etcd received %s / %s",
+		"etcd CPU %s / %s, etcd received %s / %s; steps (median/last daemon from the first start): first start: %s; restart storm: %s",
 		r.N, FormatDuration(r.Spawn), FormatDuration(r.First), FormatDuration(r.ReadyFirst), FormatDuration(r.Restart), FormatDuration(r.ReadyRestart),
 		r.Ratio(), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax),
-		FormatDuration(r.LoneCPU), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart)
+		FormatDuration(r.LoneCPU), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart,
+		phasesString(r.PhasesFirst), phasesString(r.PhasesRestart))
 }
 
 // FleetResults are the fleet case's figures.

@@ -28,9 +28,6 @@ type DaemonsOptions struct {
 	Logf       func(format string, args ...any)
 }
 
-// readyLine is what flanneld logs after its first full data-plane pass.
-const readyLine = "flannel is ready"
-
 // Daemons runs flanneld (vxlan) in every host of l at once, into an etcd
 // holding only the network config, until every subnet.env is written and
 // every daemon is ready; then stops them all (SIGTERM) and starts them
@@ -84,12 +81,14 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	// storm starts every daemon at once and waits until every subnet.env
 	// is newer than before (absent counts as old) and every daemon is
 	// ready; it returns both times, from the first start.
+	var stormStart time.Time
 	storm := func(which []int) (env, ready time.Duration, err error) {
 		before := make([]os.FileInfo, len(hosts))
 		for _, i := range which {
 			before[i], _ = os.Stat(hosts[i].SubnetFile())
 		}
 		start := time.Now()
+		stormStart = start
 		for _, i := range which {
 			if procs[i], err = l.StartFlanneld(hosts[i], o.DaemonArgs...); err != nil {
 				return 0, 0, err
@@ -132,8 +131,8 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		var sum time.Duration
 		for _, i := range which {
 			c, _ := ReadProcCPU(procs[i].Pid)
-			sum += c.Self
-			most = max(most, c.Self)
+			sum += c.Self + c.Children
+			most = max(most, c.Self+c.Children)
 		}
 		return sum / time.Duration(len(which)), most
 	}
@@ -153,6 +152,13 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		all[i] = i
 	}
 	// measure runs one storm with etcd's CPU and requests around it.
+	phases := func() []Phase {
+		logs := make([]string, len(procs))
+		for i, p := range procs {
+			logs[i] = p.Log()
+		}
+		return DaemonPhases(logs, stormStart)
+	}
 	measure := func(which []int, name string) (env, ready, cpuMean, cpuMost, ecpu time.Duration, srv RequestCounts, err error) {
 		srv0, err := received()
 		if err != nil {
@@ -180,12 +186,14 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	if res.First, res.ReadyFirst, res.CPUFirstMean, res.CPUFirstMax, res.EtcdCPUFirst, res.ServerFirst, err = measure(all, "first start"); err != nil {
 		return res, err
 	}
+	res.PhasesFirst = phases()
 	if err := stop(all); err != nil {
 		return res, err
 	}
 	if res.Restart, res.ReadyRestart, res.CPURestartMean, res.CPURestartMax, res.EtcdCPURestart, res.ServerRestart, err = measure(all, "restart storm"); err != nil {
 		return res, err
 	}
+	res.PhasesRestart = phases()
 	if err := stop([]int{0}); err != nil {
 		return res, err
 	}

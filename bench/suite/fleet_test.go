@@ -93,7 +93,7 @@ func TestFleetTargets(t *testing.T) {
 
 func TestFleetLines(t *testing.T) {
 	s := StormResult{N: 1000, Joined: 990, LostRaces: 12345, Requests: RequestCounts{"create": 3}}.Line()
-	if !strings.Contains(s, "not all (990 of 1000)") || !strings.Contains(s, "12,345 lost races") {
+	if !strings.Contains(s, "only 990 of 1000 hold subnets") || !strings.Contains(s, "12,345 lost races") {
 		t.Errorf("storm line: %s", s)
 	}
 	i := FleetIdleResult{N: 1000, Window: time.Minute, Server: RequestCounts{"Range": 12000}, Poll: true}.Line()
@@ -107,5 +107,41 @@ func TestFleetLines(t *testing.T) {
 	d := DaemonsResult{N: 100, First: 11 * time.Second, Restart: 10 * time.Second}.Line()
 	if !strings.Contains(d, "ratio 1.10") {
 		t.Errorf("daemons line: %s", d)
+	}
+}
+
+func TestDaemonPhases(t *testing.T) {
+	start := time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC)
+	a := `time=2026-12-06T14:00:01.000Z level=INFO msg="Starting flanneld" version=dev
+time=2026-12-06T14:00:01.500Z level=INFO msg="Found network config - Backend type: vxlan"
+time=2026-12-06T14:00:02.000Z level=INFO msg="Allocated lease (ip: 10.0.1.0/24 ipv6: ::/0) to current node (172.30.0.11) "
+time=2026-12-06T14:00:02.100Z level=INFO msg="Wrote subnet file to /x/subnet.env"
+time=2026-12-06T14:00:02.200Z level=INFO msg="flannel is ready"
+`
+	b := `time=2026-12-06T14:00:03.000Z level=INFO msg="Starting flanneld" version=dev
+time=2026-12-06T14:00:04.000Z level=INFO msg="Found network config - Backend type: vxlan"
+time=2026-12-06T14:00:05.000Z level=INFO msg="Found lease (ip: 10.0.2.0/24 ipv6: ::/0) for current IP (172.30.0.12), reusing"
+time=2026-12-06T14:00:06.000Z level=INFO msg="Wrote subnet file to /x/subnet.env"
+`
+	ps := DaemonPhases([]string{a, b}, start)
+	want := []Phase{
+		{"process up", time.Second, 3 * time.Second, 2},
+		{"config read", 1500 * time.Millisecond, 4 * time.Second, 2},
+		{"lease held", 2 * time.Second, 5 * time.Second, 2},
+		{"iptables chosen", 0, 0, 0},
+		{"rules cleaned", 0, 0, 0},
+		{"subnet.env", 2100 * time.Millisecond, 6 * time.Second, 2},
+		{"ready", 2200 * time.Millisecond, 2200 * time.Millisecond, 1},
+	}
+	if len(ps) != len(want) {
+		t.Fatalf("%+v", ps)
+	}
+	for i := range want {
+		if ps[i] != want[i] {
+			t.Errorf("phase %d: %+v, want %+v", i, ps[i], want[i])
+		}
+	}
+	if s := phasesString(ps[:1]); s != "process up 1.00s/3.00s" {
+		t.Errorf("phasesString: %q", s)
 	}
 }
