@@ -51,7 +51,6 @@ type device struct {
 
 	index int // current ifindex; 0 while missing
 	eng   engine
-	kind  string // ImplKernel or ImplUserspace, once chosen
 }
 
 // nsCtx is the target namespace: for netlink, the Handle; for what must be
@@ -108,7 +107,6 @@ func (d *device) ensure(c *nsCtx, impl string, key wgtypes.Key) error {
 		if err != nil {
 			return err
 		}
-		d.kind = impl
 	}
 	d.index = link.Attrs().Index
 	wants := d.wants()
