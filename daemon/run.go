@@ -109,6 +109,7 @@ func Run(ctx context.Context, c Config, d Deps) error {
 		}
 	}
 	log, mx := d.Log, d.Metrics
+	mx.SetBuildInfo(c.Version, "")
 	leanGC()
 
 	var hs *health.Server
@@ -184,6 +185,7 @@ func (n *node) run(ctx context.Context) error {
 		log.Warn(`The network config has no "Backend": using the udp backend, as upstream flannel does; set "Backend": {"Type": "vxlan"} (or host-gw) to choose another`)
 	}
 	log.Info("Found network config - Backend type: " + netCfg.BackendType)
+	n.mx.SetBuildInfo(c.Version, netCfg.BackendType)
 
 	factory, err := n.d.Backends.Lookup(netCfg.BackendType)
 	if err != nil {
