@@ -34,7 +34,7 @@ type engine interface {
 	// configure applies peer changes (never the listen port: wireguard-go
 	// rebinds its socket on every listen_port write).
 	configure([]wgtypes.PeerConfig) error
-	// greet starts handshakes with new peers (see userEngine.greet).
+	// greet starts handshakes with the given peers (see userEngine.greet).
 	greet([]wgtypes.Key)
 	// dead reports a userspace device that stopped (its TUN was deleted).
 	dead() bool
@@ -51,6 +51,10 @@ type device struct {
 
 	index int // current ifindex; 0 while missing
 	eng   engine
+	// fresh is set when eng was just made, replaced is set when it
+	// replaced one that stopped: the next peer pass decides whether to
+	// greet the peers (see network.applyPeers).
+	fresh, replaced bool
 }
 
 // nsCtx is the target namespace: for netlink, the Handle; for what must be
@@ -83,6 +87,7 @@ func (d *device) ensure(c *nsCtx, impl string, key wgtypes.Key) error {
 		c.log.Warn("wireguard device vanished; recreating it", "device", d.name)
 		d.eng.close()
 		d.eng, d.index = nil, 0
+		d.replaced = true
 		if link, err = c.h.LinkByName(d.name); kernel.IsNotFound(err) {
 			link = nil
 		}
@@ -107,6 +112,7 @@ func (d *device) ensure(c *nsCtx, impl string, key wgtypes.Key) error {
 		if err != nil {
 			return err
 		}
+		d.fresh = true
 	}
 	d.index = link.Attrs().Index
 	wants := d.wants()
@@ -283,11 +289,11 @@ func (e *userEngine) configure(pcs []wgtypes.PeerConfig) error {
 	return e.dev.IpcSet(uapiSet(pcs))
 }
 
-// greet sends a keepalive to each new peer, which starts a handshake at
-// once. A userspace device is new after every restart, while its peers
-// still hold a session with the old one: their data would be dropped here
-// until they give up on it (15 s without an answer) unless we speak
-// first. The kernel device survives restarts and needs no greeting.
+// greet sends a keepalive to each peer, which starts a handshake at once.
+// A userspace device is new after every restart, while its peers still
+// hold a session with the old one: their data would be dropped here until
+// they give up on it (15 s without an answer) unless we speak first. The
+// kernel device survives restarts and needs no greeting.
 func (e *userEngine) greet(keys []wgtypes.Key) {
 	for _, k := range keys {
 		if p := e.dev.LookupPeer(wgdevice.NoisePublicKey(k)); p != nil {

@@ -35,7 +35,10 @@ type wgBackend struct {
 	c    *nsCtx
 	impl string // chosen implementation
 	key  wgtypes.Key
-	devs []*device // v4 (or single) first
+	// restart says our previous lease advertised this key: peers have
+	// sessions with our (previous) device.
+	restart bool
+	devs    []*device // v4 (or single) first
 }
 
 // New builds the wireguard backend. It checks the options; the key file
@@ -114,6 +117,10 @@ func (b *wgBackend) Prepare(ctx context.Context, prev *subnet.LeaseAttrs) (subne
 		}
 	} else {
 		b.log.Info("using the wireguard private key from the key file", "key_file", b.keyFile, "public_key", pub.String())
+	}
+	if prev != nil && prev.BackendType == BackendType {
+		k, _, err := decodeLeaseData(firstData(prev))
+		b.restart = err == nil && k == pub
 	}
 	if b.c == nil {
 		h, err := kernel.Open(b.cfg.NetnsPath)
@@ -421,17 +428,23 @@ func (n *network) applyPeers(d *device, want []Peer) error {
 			return fmt.Errorf("configure peers of %s: %w", d.name, err)
 		}
 		n.logChanges(d.name, ch, want)
-		had := make(map[wgtypes.Key]bool, len(have))
-		for _, h := range have {
-			had[h.Key] = true
-		}
-		var added []wgtypes.Key
-		for _, c := range ch {
-			if !c.Remove && !had[c.PublicKey] {
-				added = append(added, c.PublicKey)
+	}
+	if d.fresh {
+		// Greet only where the peers still hold a session with a device
+		// of ours that is gone: after a restart with the same key, or
+		// when the device was recreated. Where they do not (a new node,
+		// a new key), they are adding us too, and two handshakes
+		// initiated at the same moment from both ends can leave the pair
+		// without a working session until WireGuard's 15 s timeout; the
+		// first packet starts the handshake anyway.
+		if n.b.restart || d.replaced {
+			keys := make([]wgtypes.Key, len(want))
+			for i, w := range want {
+				keys[i] = w.Key
 			}
+			d.eng.greet(keys)
 		}
-		d.eng.greet(added)
+		d.fresh, d.replaced = false, false
 	}
 	clear(last)
 	for _, w := range want {
