@@ -3,8 +3,6 @@ package dist
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flannelng/flannel/internal/testns"
 )
 
 // The script is run as `sh mk-docker-opts.sh` from this directory, so $0 in
@@ -26,23 +26,10 @@ type scriptRunner struct {
 }
 
 // newNetns creates a network namespace with a unique name and removes it
-// when the test ends, also on failure.
+// when the test ends, also on failure (testns).
 func newNetns(t *testing.T) string {
 	t.Helper()
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("random netns name: %v", err)
-	}
-	name := "flt-dist-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
+	return testns.New(t, "flt-dist").Name
 }
 
 // ipNS runs `ip -n ns args...` and fails the test on error.
@@ -281,9 +268,7 @@ func TestMkDockerOptsSameFile(t *testing.T) {
 // TestPrivilegedMkDockerOptsRouteCheck runs the script's last step against
 // route tables built in a namespace of the test's own.
 func TestPrivilegedMkDockerOptsRouteCheck(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testns.RequireRoot(t)
 	tests := []struct {
 		name   string
 		routes [][]string

@@ -1,39 +1,27 @@
 package kernel
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelng/flannel/internal/testns"
 )
 
-// scratchNS makes a namespace for the test and removes it afterwards.
+// scratchNS makes a namespace for the test (testns: removed afterwards) with
+// lo up, and a runner of commands that fails the test on error.
 func scratchNS(t *testing.T) (name string, run func(args ...string) string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	name = "flk-" + hex.EncodeToString(b[:])
+	ns := testns.New(t, "flk")
 	run = func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
+		return testns.Run(t, args...)
 	}
-	run("ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	// Without lo up the kernel cannot classify an onlink gateway.
-	run("ip", "-n", name, "link", "set", "lo", "up")
-	return name, run
+	ns.IP(t, "link", "set", "lo", "up")
+	return ns.Name, run
 }
 
 // One datagram of writes: each gets the kernel's own answer, a bad one

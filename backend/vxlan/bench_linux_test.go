@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/backend/internal/netlab"
+	"github.com/flannelng/flannel/internal/testns"
 	"github.com/flannelng/flannel/subnet"
 )
 
@@ -41,7 +42,7 @@ func fakePeers(n int) []subnet.Lease {
 // (Update), and a forced full pass (dump + diff) over the unchanged set,
 // with the netlink requests each made. Run it alone: go test -run XXX -bench 5000Peers -benchtime 1x
 func BenchmarkPrivilegedVXLAN5000Peers(b *testing.B) {
-	netlab.RequireRoot(b)
+	testns.RequireRoot(b)
 	const base = 5000
 	all := fakePeers(base + 102)
 	var initial, add1, add100, delta1, full time.Duration

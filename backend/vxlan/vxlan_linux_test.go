@@ -14,6 +14,7 @@ import (
 
 	"github.com/flannelng/flannel/backend/internal/netlab"
 	"github.com/flannelng/flannel/backend/kernel"
+	"github.com/flannelng/flannel/internal/testns"
 	"github.com/flannelng/flannel/subnet"
 )
 
@@ -213,7 +214,7 @@ func TestPrivilegedVXLANRepairsDrift(t *testing.T) {
 		{"deleting a route", func() { ns.IP(t, "route", "del", "10.5.2.0/24") }},
 		{"deleting a neighbour", func() { ns.IP(t, "neigh", "del", "10.5.2.0", "dev", "flannel.1") }},
 		{"deleting an FDB entry", func() {
-			netlab.Run(t, "bridge", "-n", ns.Name, "fdb", "del", macB, "dev", "flannel.1", "dst", "172.31.0.2", "self")
+			testns.Run(t, "bridge", "-n", ns.Name, "fdb", "del", macB, "dev", "flannel.1", "dst", "172.31.0.2", "self")
 		}},
 		{"replacing a neighbour's MAC", func() {
 			ns.IP(t, "neigh", "replace", "10.5.2.0", "lladdr", "02:11:11:11:11:11", "dev", "flannel.1", "nud", "permanent")
@@ -361,7 +362,7 @@ func TestPrivilegedVXLANUpgradeFromUpstream(t *testing.T) {
 		{"10.5.9.0/24", "10.5.9.0", "02:00:00:00:09:09", "172.31.0.9"},
 	} {
 		ns.IP(t, "neigh", "replace", p.vtep, "lladdr", p.mac, "dev", "flannel.1", "nud", "permanent")
-		netlab.Run(t, "bridge", "-n", ns.Name, "fdb", "replace", p.mac, "dev", "flannel.1", "dst", p.pub, "self", "permanent")
+		testns.Run(t, "bridge", "-n", ns.Name, "fdb", "replace", p.mac, "dev", "flannel.1", "dst", p.pub, "self", "permanent")
 		ns.IP(t, "route", "replace", p.sn, "via", p.vtep, "dev", "flannel.1", "onlink")
 	}
 	// Routes of other programs stay, whatever they look like.

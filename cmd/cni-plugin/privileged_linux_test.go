@@ -29,17 +29,13 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"github.com/flannelng/flannel/internal/testns"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
-	}
+	testns.RequireRoot(t)
 	requireSystemPlugins(t, "bridge", "host-local", "portmap", "loopback")
 }
 
@@ -62,31 +58,17 @@ func ipCmd(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// newNetns creates a named network namespace, removed when the test ends,
-// with IPv6 on and duplicate address detection off (addresses are usable at
-// once; the namespaces are private, so there is nothing to collide with).
-func newNetns(t *testing.T, name string) *netlink.Handle {
+// newNetns creates a network namespace named <prefix>-<random> (testns:
+// removed when the test ends), with IPv6 on and duplicate address detection
+// off (addresses are usable at once; the namespaces are private, so there is
+// nothing to collide with). It returns the name and a netlink handle in it.
+func newNetns(t *testing.T, prefix string) (string, *netlink.Handle) {
 	t.Helper()
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", name, err, out)
-		}
-	})
-	ipCmd(t, "netns", "exec", name, "sysctl", "-q", "-w",
+	ns := testns.New(t, prefix)
+	ipCmd(t, "netns", "exec", ns.Name, "sysctl", "-q", "-w",
 		"net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
 		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-	nsh, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nsh.Close() })
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return h
+	return ns.Name, ns.Handle(t)
 }
 
 // hostNSExec is libcni's plugin runner, moved into the host namespace.
@@ -145,13 +127,9 @@ func newRuntime(t *testing.T, subnetEnv string) *fakeRuntime {
 	t.Helper()
 	requireRoot(t)
 	suffix := randomSuffix(t)
-	r := &fakeRuntime{
-		node: newNode(t, subnetEnv, testBinaries(t), systemPluginDir),
-		host: "flcni-h-" + suffix,
-		pod:  "flcni-p-" + suffix,
-	}
-	r.hostH = newNetns(t, r.host)
-	r.podH = newNetns(t, r.pod)
+	r := &fakeRuntime{node: newNode(t, subnetEnv, testBinaries(t), systemPluginDir)}
+	r.host, r.hostH = newNetns(t, "flcni-h")
+	r.pod, r.podH = newNetns(t, "flcni-p")
 	r.cni = libcni.NewCNIConfigWithCacheDir([]string{testBinaries(t), systemPluginDir}, filepath.Join(t.TempDir(), "cache"), &hostNSExec{hostNS: r.host, logf: t.Logf})
 	r.rt = &libcni.RuntimeConf{
 		ContainerID: "ctr-" + suffix,
@@ -534,8 +512,7 @@ func TestPrivilegedStaleBridgeAddress(t *testing.T) {
 	// A second pod on the now-correct bridge gets no forceAddress.
 	rt2 := *r.rt
 	rt2.ContainerID += "-2"
-	pod2 := "flcni-p2-" + randomSuffix(t)
-	newNetns(t, pod2)
+	pod2, _ := newNetns(t, "flcni-p2")
 	rt2.NetNS = "/var/run/netns/" + pod2
 	if _, err := r.cni.AddNetworkList(ctx, list, &rt2); err != nil {
 		t.Fatalf("second ADD: %v", err)

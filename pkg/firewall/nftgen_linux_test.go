@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flannelng/flannel/internal/testns"
 	"github.com/flannelng/flannel/pkg/nsenter"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -57,7 +58,7 @@ func genIn(tb testing.TB, ns string) func() (uint32, error) {
 // With the generation, an idle keeper starts no process at all, and any
 // change to the ruleset (ours or anybody's) brings the next pass back.
 func TestPrivilegedKeeperSkipsWhileRulesetUnchanged(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	for _, variant := range variants() {
 		t.Run(variant, func(t *testing.T) {
@@ -110,7 +111,7 @@ func TestPrivilegedKeeperSkipsWhileRulesetUnchanged(t *testing.T) {
 }
 
 func TestPrivilegedNFTablesKeeperSkipsWhileRulesetUnchanged(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	r := newNSRunner(t)
 	log, _ := testLogger()

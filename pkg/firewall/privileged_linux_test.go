@@ -2,11 +2,8 @@ package firewall
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,33 +15,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelng/flannel/internal/testns"
 )
 
-// Privileged tests: each creates its own network namespace with a unique
-// name and deletes it in t.Cleanup. Nothing touches the root namespace.
-
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (network namespaces, iptables, nft)")
-	}
-}
-
-func newNetns(tb testing.TB) string {
-	tb.Helper()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := fmt.Sprintf("fwtest-%d-%s", os.Getpid(), hex.EncodeToString(b[:]))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	tb.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			tb.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
-}
+// Privileged tests: each creates its own network namespace (testns: a unique
+// name, deleted in t.Cleanup). Nothing touches the root namespace.
 
 // nsRunner runs every command inside a namespace and counts them by program.
 type nsRunner struct {
@@ -54,7 +30,7 @@ type nsRunner struct {
 }
 
 func newNSRunner(tb testing.TB) *nsRunner {
-	return &nsRunner{ns: newNetns(tb), counts: map[string]int{}}
+	return &nsRunner{ns: testns.New(tb, "fwtest").Name, counts: map[string]int{}}
 }
 
 func (r *nsRunner) Run(ctx context.Context, name string, stdin []byte, args ...string) ([]byte, error) {
@@ -137,7 +113,7 @@ func (r *nsRunner) checkGolden(tb testing.TB, cmds IPTablesCommands, cfg Config)
 func variants() []string { return []string{VariantNFT, VariantLegacy} }
 
 func TestPrivilegedIPTablesApplyGolden(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	for _, variant := range variants() {
 		t.Run(variant, func(t *testing.T) {
@@ -190,7 +166,7 @@ func TestPrivilegedIPTablesApplyGolden(t *testing.T) {
 }
 
 func TestPrivilegedIPTablesResyncRepairs(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	jumpSpec := []string{"-m", "comment", "--comment", masqComment, "-j", MasqChain}
 	fwdJumpSpec := []string{"-m", "comment", "--comment", forwardComment, "-j", ForwardChain}
@@ -255,7 +231,7 @@ func TestPrivilegedIPTablesResyncRepairs(t *testing.T) {
 }
 
 func TestPrivilegedIPTablesForeignRulesKeepTheirPlace(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	r := newNSRunner(t)
 	cmds := CommandsFor(VariantNFT)
@@ -303,7 +279,7 @@ func TestPrivilegedIPTablesForeignRulesKeepTheirPlace(t *testing.T) {
 // TestPrivilegedIPTablesKeeperIdleCost runs the keeper with a short period
 // and counts the processes it starts: one save per table per period.
 func TestPrivilegedIPTablesKeeperIdleCost(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	r := newNSRunner(t)
 	cmds := CommandsFor(VariantNFT)
 	log, logs := testLogger()
@@ -342,7 +318,7 @@ func TestPrivilegedIPTablesKeeperIdleCost(t *testing.T) {
 }
 
 func BenchmarkPrivilegedIPTablesIdleResync(b *testing.B) {
-	requireRoot(b)
+	testns.RequireRoot(b)
 	r := newNSRunner(b)
 	cmds := CommandsFor(VariantNFT)
 	log, _ := testLogger()
@@ -368,7 +344,7 @@ func BenchmarkPrivilegedIPTablesIdleResync(b *testing.B) {
 }
 
 func TestPrivilegedNFTablesApplyGolden(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	r := newNSRunner(t)
 	log, logs := testLogger()
@@ -442,7 +418,7 @@ func TestPrivilegedNFTablesApplyGolden(t *testing.T) {
 // TestPrivilegedModeSwitch goes iptables (legacy) -> nftables -> iptables
 // (nft) and checks that each switch leaves no trace of the other mode.
 func TestPrivilegedModeSwitch(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	r := newNSRunner(t)
 	log, _ := testLogger()
@@ -534,7 +510,7 @@ func TestPrivilegedModeSwitch(t *testing.T) {
 }
 
 func TestPrivilegedCleanupPrevious(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	ctx := context.Background()
 	r := newNSRunner(t)
 	log, _ := testLogger()
@@ -577,7 +553,7 @@ func TestPrivilegedCleanupPrevious(t *testing.T) {
 }
 
 func TestPrivilegedDetectIPTables(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	if _, err := exec.LookPath("iptables-legacy-save"); err != nil {
 		t.Skip("needs both iptables variants")
 	}
@@ -609,7 +585,7 @@ func TestPrivilegedDetectIPTables(t *testing.T) {
 }
 
 func TestPrivilegedBlackholeRoute(t *testing.T) {
-	requireRoot(t)
+	testns.RequireRoot(t)
 	r := newNSRunner(t)
 	nsh, err := netns.GetFromName(r.ns)
 	if err != nil {

@@ -1,28 +1,17 @@
 package nsenter
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/flannelng/flannel/internal/testns"
 )
 
 func TestPrivilegedRun(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	name := fmt.Sprintf("flnsenter%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
+	ns := testns.New(t, "flnsenter")
+	name := ns.Name
+	target := ns.NsHandle(t)
 	self, err := netns.Get()
 	if err != nil {
 		t.Fatal(err)

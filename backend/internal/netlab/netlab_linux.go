@@ -3,125 +3,40 @@
 // underlay L2 segment, and "host" namespaces attached to it, each with a
 // pod-like veth carrying the first address of the host's subnet.
 //
-// Everything lives in namespaces the test created (unique names, removed in
-// t.Cleanup, also on failure); nothing touches the root namespace.
+// Everything lives in namespaces the test created with internal/testns
+// (unique names, removed in t.Cleanup, also on failure); nothing touches the
+// root namespace.
 package netlab
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/flannelng/flannel/backend"
+	"github.com/flannelng/flannel/internal/testns"
 )
 
-// cmdTimeout bounds every command a lab runs.
-const cmdTimeout = 20 * time.Second
+// RequireRoot skips the test unless it runs as root with iproute2
+// (testns.RequireRoot).
+func RequireRoot(t testing.TB) { testns.RequireRoot(t) }
 
-// RequireRoot skips the test unless it runs as root with iproute2.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (creates network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
-	}
-}
+// NS is a network namespace made by testns.
+type NS = testns.NS
 
-// Run runs a command and fails the test on error.
-func Run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := Try(args...)
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// Try runs a command and returns its combined output.
-func Try(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-	return string(out), err
-}
-
-func suffix() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// NS is a network namespace created by the test.
-type NS struct {
-	Name string
-	Path string
-}
-
-// NewNS creates a namespace named <prefix>-<random> and removes it when the
-// test ends.
+// NewNS makes a namespace with testns.New, removed when the test ends, and
+// brings its lo up as the lab's hosts have it.
 func NewNS(t testing.TB, prefix string) *NS {
 	t.Helper()
-	name := fmt.Sprintf("%s-%s", prefix, suffix())
-	Run(t, "ip", "netns", "add", name)
-	ns := &NS{Name: name, Path: "/var/run/netns/" + name}
-	t.Cleanup(func() {
-		if out, err := Try("ip", "netns", "del", name); err != nil {
-			t.Logf("remove namespace %s: %v %s", name, err, out)
-		}
-	})
-	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	ns := testns.New(t, prefix)
+	ns.IP(t, "link", "set", "lo", "up")
 	return ns
-}
-
-// IP runs `ip -n <ns> args...`.
-func (ns *NS) IP(t testing.TB, args ...string) string {
-	t.Helper()
-	return Run(t, append([]string{"ip", "-n", ns.Name}, args...)...)
-}
-
-// Exec runs a command inside the namespace.
-func (ns *NS) Exec(args ...string) (string, error) {
-	return Try(append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
-}
-
-// Sysctl writes a /proc/sys/net value inside the namespace.
-func (ns *NS) Sysctl(t testing.TB, key, value string) {
-	t.Helper()
-	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	if out, err := ns.Exec("sh", "-c", "echo "+value+" > "+path); err != nil {
-		t.Fatalf("sysctl %s=%s in %s: %v %s", key, value, ns.Name, err, out)
-	}
-}
-
-// Handle opens a netlink handle in the namespace for assertions.
-func (ns *NS) Handle(t testing.TB) *netlink.Handle {
-	t.Helper()
-	nsh, err := netns.GetFromPath(ns.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return h
 }
 
 // Host is one simulated node.
