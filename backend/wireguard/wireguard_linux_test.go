@@ -160,3 +160,75 @@ func TestPrivilegedWireguardUserspace(t *testing.T) {
 		t.Errorf("a pass over unchanged state rewrote peers")
 	}
 }
+
+// Mode auto: one device carries both families; one peer per node with
+// both subnets, and the lease advertises the one port really bound.
+func TestPrivilegedWireguardSingleTunnel(t *testing.T) {
+	lab := netlab.New(t, netlab.Options{Hosts: 2})
+	const raw = `{"Type":"wireguard","Implementation":"userspace","Mode":"auto","PersistentKeepaliveInterval":25}`
+	a, b := startNode(t, lab, lab.Hosts[0], raw), startNode(t, lab, lab.Hosts[1], raw)
+	if len(a.nw.b.devs) != 1 || a.nw.b.devs[0].name != DeviceName {
+		t.Fatalf("devices %v, want flannel-wg only", a.nw.b.devs)
+	}
+	if _, port, err := decodeLeaseData(a.lease.Attrs.BackendV6Data); err != nil || port != DefaultListenPort {
+		t.Errorf("BackendV6Data %s: want Port %d, the single device's", a.lease.Attrs.BackendV6Data, DefaultListenPort)
+	}
+	ctx := context.Background()
+	if err := a.nw.Reconcile(ctx, []subnet.Lease{b.lease}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nw.Reconcile(ctx, []subnet.Lease{a.lease}); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := a.nw.b.devs[0].eng.peers()
+	if err != nil || len(peers) != 1 {
+		t.Fatalf("peers %v %v", peers, err)
+	}
+	// Private v4 and ULA v6 public addresses: auto picks v4.
+	if got := peers[0].String(); !strings.HasSuffix(got, "endpoint 172.31.0.2:51820 allowed-ips 10.5.2.0/24,fd10:0:0:2::/64") || peers[0].Keepalive != 25*time.Second {
+		t.Errorf("peer %s keepalive %v", got, peers[0].Keepalive)
+	}
+	for _, dst := range [][2]netip.Addr{{a.host.PodIP(), b.host.PodIP()}, {a.host.PodIP6(), b.host.PodIP6()}} {
+		var out string
+		for end := time.Now().Add(12 * time.Second); time.Now().Before(end); {
+			if out, err = netlab.Ping(a.host.NS, dst[0], dst[1]); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("ping %s -> %s: %v\n%s", dst[0], dst[1], err, out)
+		}
+	}
+	for _, args := range [][]string{{"route", "show", "dev", "flannel-wg"}, {"-6", "route", "show", "dev", "flannel-wg"}} {
+		out := a.host.NS.IP(t, args...)
+		if !strings.Contains(out, "10.5.0.0/16 proto 45") && !strings.Contains(out, "fd10::/48 proto 45") {
+			t.Errorf("ip %v: %q", args, out)
+		}
+	}
+}
+
+// Implementation "kernel" on a kernel without WireGuard (this CI machine)
+// fails in Prepare, before any lease is written, with a line that says
+// what to do.
+func TestPrivilegedWireguardKernelMissing(t *testing.T) {
+	lab := netlab.New(t, netlab.Options{Hosts: 1})
+	h := lab.Hosts[0]
+	raw := `{"Type":"wireguard","Implementation":"kernel"}`
+	opts, _ := ParseOptions([]byte(raw))
+	be, err := newBackend(backend.Config{EnableIPv4: true, Network: lab.Network, Raw: []byte(raw), Ext: h.Ext,
+		NetnsPath: h.NS.Path, Log: (&netlab.LogBuf{}).Logger()}, opts, filepath.Join(t.TempDir(), "wgkey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = be.Prepare(context.Background(), nil)
+	if err == nil {
+		t.Skip("this kernel has WireGuard")
+	}
+	want := `could not create wireguard interface: operation not supported (the kernel has no WireGuard; set Backend.Implementation to "auto" or "userspace")`
+	if err.Error() != want {
+		t.Errorf("Prepare: %v\nwant %s", err, want)
+	}
+	if out := h.NS.IP(t, "link", "show"); strings.Contains(out, "flannel-wg") {
+		t.Errorf("a device was left behind:\n%s", out)
+	}
+}
