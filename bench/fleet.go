@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -79,8 +80,10 @@ func (f *fleetOptions) check() error {
 
 // runFleet runs the fleet's cases and prints each figure as it comes. It
 // returns the figures and the names of the cases that failed.
-// dir, when set, keeps the real daemons' lab (logs) under dir/fleet-daemons.
-func runFleet(ctx context.Context, f fleetOptions, dir string, bin lab.Binaries, out io.Writer, logf func(string, ...any)) (suite.FleetResults, []string) {
+// dir, when set, keeps the real daemons' lab (logs) under dir/fleet-daemons;
+// profileDir, when set, gets a CPU profile of the simulated nodes (this
+// process) for each simulated case, and of each real daemon.
+func runFleet(ctx context.Context, f fleetOptions, dir, profileDir string, bin lab.Binaries, out io.Writer, logf func(string, ...any)) (suite.FleetResults, []string) {
 	var res suite.FleetResults
 	var failed []string
 	if !f.on {
@@ -90,26 +93,57 @@ func runFleet(ctx context.Context, f fleetOptions, dir string, bin lab.Binaries,
 	// The machine may be shared: each case says how busy it was when it
 	// started.
 	load := func(name string) { fmt.Fprintf(out, "%s: load average %s before it\n", name, loadAverage()) }
+	// profile runs fn with this process's CPU profile in profileDir/name.pprof.
+	profile := func(name string, fn func()) {
+		if profileDir == "" {
+			fn()
+			return
+		}
+		pf, err := os.Create(filepath.Join(profileDir, name+".pprof"))
+		if err == nil {
+			err = pprof.StartCPUProfile(pf)
+		}
+		if err != nil {
+			logf("fleet: no profile of %s: %v", name, err)
+			fn()
+			return
+		}
+		fn()
+		pprof.StopCPUProfile()
+		pf.Close()
+	}
 	fail := func(name string, err error) {
 		fmt.Fprintf(out, "%s: FAILED: %v\n", name, err)
 		failed = append(failed, name)
 	}
+	// Each storm twice: the allocation protocol alone, then the daemon's
+	// whole start-up with its watchers.
 	for _, n := range f.storms {
-		if ctx.Err() != nil {
-			break
+		for _, acquireOnly := range []bool{true, false} {
+			if ctx.Err() != nil {
+				break
+			}
+			name := fmt.Sprintf("fleet-storm-%d", n)
+			if acquireOnly {
+				name += "-acquire"
+			}
+			load(name)
+			so := o
+			so.AcquireOnly = acquireOnly
+			var r suite.StormResult
+			var err error
+			profile(name, func() { r, err = suite.JoinStorm(ctx, so, n) })
+			if err != nil {
+				fail(name, err)
+				continue
+			}
+			res.Storms = append(res.Storms, r)
+			fmt.Fprintln(out, r.Line())
 		}
-		load(fmt.Sprintf("fleet join storm N=%d", n))
-		r, err := suite.JoinStorm(ctx, o, n)
-		if err != nil {
-			fail(fmt.Sprintf("fleet-storm-%d", n), err)
-			continue
-		}
-		res.Storms = append(res.Storms, r)
-		fmt.Fprintln(out, r.Line())
 	}
 	if f.daemons > 0 && ctx.Err() == nil {
 		load(fmt.Sprintf("fleet real daemons N=%d", f.daemons))
-		r, err := fleetDaemons(ctx, f.daemons, dir, bin, logf)
+		r, err := fleetDaemons(ctx, f.daemons, dir, profileDir, bin, logf)
 		if err != nil {
 			fail(fmt.Sprintf("fleet-daemons-%d", f.daemons), err)
 		} else {
@@ -122,7 +156,10 @@ func runFleet(ctx context.Context, f fleetOptions, dir string, bin lab.Binaries,
 			break
 		}
 		load(fmt.Sprintf("fleet idle N=%d", n))
-		r, churns, err := suite.IdleFleet(ctx, o, n)
+		var r suite.FleetIdleResult
+		var churns []suite.ChurnResult
+		var err error
+		profile(fmt.Sprintf("fleet-idle-%d", n), func() { r, churns, err = suite.IdleFleet(ctx, o, n) })
 		if r.Window > 0 && r.Server != nil {
 			res.Idle = append(res.Idle, r)
 			fmt.Fprintln(out, r.Line())
@@ -140,7 +177,7 @@ func runFleet(ctx context.Context, f fleetOptions, dir string, bin lab.Binaries,
 
 // fleetDaemons builds a lab of n hosts (about a second per ten hosts) and
 // runs the real daemons' case in it.
-func fleetDaemons(ctx context.Context, n int, dir string, bin lab.Binaries, logf func(string, ...any)) (suite.DaemonsResult, error) {
+func fleetDaemons(ctx context.Context, n int, dir, profileDir string, bin lab.Binaries, logf func(string, ...any)) (suite.DaemonsResult, error) {
 	lo := lab.Options{Hosts: n, Binaries: lab.Binaries{Flanneld: bin.Flanneld, LabEtcd: bin.LabEtcd}, Logf: func(string, ...any) {}}
 	if dir != "" {
 		lo.Dir = filepath.Join(dir, "fleet-daemons")
@@ -151,7 +188,7 @@ func fleetDaemons(ctx context.Context, n int, dir string, bin lab.Binaries, logf
 	if err != nil {
 		return suite.DaemonsResult{}, err
 	}
-	r, err := suite.Daemons(ctx, l, suite.DaemonsOptions{Logf: logf})
+	r, err := suite.Daemons(ctx, l, suite.DaemonsOptions{ProfileDir: profileDir, Logf: logf})
 	if cerr := l.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

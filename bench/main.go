@@ -324,7 +324,7 @@ func run(ctx context.Context, o options, out, errw io.Writer) error {
 		})
 	}
 
-	fleet, fleetFailed := runFleet(ctx, o.fleet, o.dir, bin, out, logf)
+	fleet, fleetFailed := runFleet(ctx, o.fleet, o.dir, o.profileDir, bin, out, logf)
 	failed = append(failed, fleetFailed...)
 
 	fmt.Fprintln(out, "\ntargets:")

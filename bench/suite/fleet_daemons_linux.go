@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,9 @@ type DaemonsOptions struct {
 	// of the last joiners reach every daemon in it.
 	Settle     time.Duration
 	DaemonArgs []string
+	// ProfileDir, when set, gets each daemon's CPU profile of each
+	// storm: fleet-<first|restart|alone>-<host>.pprof.
+	ProfileDir string
 	Logf       func(format string, args ...any)
 }
 
@@ -82,7 +86,7 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	// is newer than before (absent counts as old) and every daemon is
 	// ready; it returns both times, from the first start.
 	var stormStart time.Time
-	storm := func(which []int) (env, ready time.Duration, err error) {
+	storm := func(which []int, run string) (env, ready time.Duration, err error) {
 		before := make([]os.FileInfo, len(hosts))
 		for _, i := range which {
 			before[i], _ = os.Stat(hosts[i].SubnetFile())
@@ -90,7 +94,11 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		start := time.Now()
 		stormStart = start
 		for _, i := range which {
-			if procs[i], err = l.StartFlanneld(hosts[i], o.DaemonArgs...); err != nil {
+			var env []string
+			if o.ProfileDir != "" {
+				env = append(env, "FLANNELD_CPUPROFILE="+filepath.Join(o.ProfileDir, "fleet-"+run+"-"+hosts[i].Name+".pprof"))
+			}
+			if procs[i], err = l.StartFlanneldEnv(hosts[i], env, o.DaemonArgs...); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -159,13 +167,13 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		}
 		return DaemonPhases(logs, stormStart)
 	}
-	measure := func(which []int, name string) (env, ready, cpuMean, cpuMost, ecpu time.Duration, srv RequestCounts, err error) {
+	measure := func(which []int, run, name string) (env, ready, cpuMean, cpuMost, ecpu time.Duration, srv RequestCounts, err error) {
 		srv0, err := received()
 		if err != nil {
 			return
 		}
 		e0 := etcdCPU()
-		if env, ready, err = storm(which); err != nil {
+		if env, ready, err = storm(which, run); err != nil {
 			return
 		}
 		logf("fleet daemons, %s: every subnet.env after %s, all ready after %s; settling %s", name, FormatDuration(env), FormatDuration(ready), FormatDuration(o.Settle))
@@ -183,21 +191,21 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		return
 	}
 
-	if res.First, res.ReadyFirst, res.CPUFirstMean, res.CPUFirstMax, res.EtcdCPUFirst, res.ServerFirst, err = measure(all, "first start"); err != nil {
+	if res.First, res.ReadyFirst, res.CPUFirstMean, res.CPUFirstMax, res.EtcdCPUFirst, res.ServerFirst, err = measure(all, "first", "first start"); err != nil {
 		return res, err
 	}
 	res.PhasesFirst = phases()
 	if err := stop(all); err != nil {
 		return res, err
 	}
-	if res.Restart, res.ReadyRestart, res.CPURestartMean, res.CPURestartMax, res.EtcdCPURestart, res.ServerRestart, err = measure(all, "restart storm"); err != nil {
+	if res.Restart, res.ReadyRestart, res.CPURestartMean, res.CPURestartMax, res.EtcdCPURestart, res.ServerRestart, err = measure(all, "restart", "restart storm"); err != nil {
 		return res, err
 	}
 	res.PhasesRestart = phases()
 	if err := stop([]int{0}); err != nil {
 		return res, err
 	}
-	if res.Lone, _, res.LoneCPU, _, _, _, err = measure([]int{0}, "one daemon restarted alone"); err != nil {
+	if res.Lone, _, res.LoneCPU, _, _, _, err = measure([]int{0}, "alone", "one daemon restarted alone"); err != nil {
 		return res, err
 	}
 	return res, stop(all)

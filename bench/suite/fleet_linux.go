@@ -37,7 +37,13 @@ type FleetOptions struct {
 	// Poll makes idle nodes read the config every 5 s, as the daemon did
 	// before issue 19 (for comparison), instead of watching it.
 	Poll bool
-	Logf func(format string, args ...any)
+	// AcquireOnly makes a join storm's nodes stop after Acquire: no peer
+	// watcher, Keep or config watch. That is the allocation protocol
+	// alone; with the watchers, every node also decodes every later
+	// join (N×(N−1) events), which a real fleet spreads over N machines
+	// and a simulation runs on this one.
+	AcquireOnly bool
+	Logf        func(format string, args ...any)
 }
 
 func (o *FleetOptions) defaults() {
@@ -182,6 +188,12 @@ func (e *FleetEtcd) client() (*clientv3.Client, error) {
 	return etcdsubnet.NewClient(etcdsubnet.ClientConfig{Endpoints: []string{e.Endpoint}})
 }
 
+// selfCPU is this process's CPU so far: the simulated nodes'.
+func selfCPU() time.Duration {
+	c, _ := ReadProcCPU(os.Getpid())
+	return c.Self
+}
+
 // logCounter is the simulated nodes' slog handler: it counts messages by
 // text and passes each distinct warning or error on to logf once.
 type logCounter struct {
@@ -283,7 +295,14 @@ type simNode struct {
 	events int64      // leases taken from Changes or TakeAll
 	passes int64      // notifications handled
 	hits   map[string]bool
+
+	// When joinRun's steps ended: config read, leases listed (Start),
+	// lease held.
+	steps [3]time.Time
 }
+
+// stormSteps names simNode.steps.
+var stormSteps = [3]string{"config read", "listed", "lease held"}
 
 // simAttrs are node i's lease attributes; gen > 0 gives a new VtepMAC
 // (its device re-created).
@@ -317,6 +336,12 @@ type pollOnly struct{ subnet.Manager }
 // would take 10 GB in one process, and etcd serves the same watch either
 // way.
 func (f *simFleet) join(ctx context.Context, n *simNode, shared *etcdsubnet.Listing) error {
+	return f.joinRun(ctx, n, shared, true)
+}
+
+// joinRun is join; with run false the node stops after Acquire, holding
+// its lease and its client.
+func (f *simFleet) joinRun(ctx context.Context, n *simNode, shared *etcdsubnet.Listing, run bool) error {
 	cli, err := etcdsubnet.NewClient(etcdsubnet.ClientConfig{Endpoints: []string{f.etcd.Endpoint}})
 	if err != nil {
 		return err
@@ -337,16 +362,19 @@ func (f *simFleet) join(ctx context.Context, n *simNode, shared *etcdsubnet.List
 			return fail(ctx.Err())
 		}
 	}
+	n.steps[0] = time.Now()
 	var peers subnet.PeerSource
 	var lease subnet.Lease
 	if shared == nil {
 		if err := m.Start(ctx, cfg); err != nil {
 			return fail(err)
 		}
+		n.steps[1] = time.Now()
 		m.Previous(cfg, subnet.LeaseAttrs{PublicIP: n.attrs.PublicIP})
 		if lease, err = m.Acquire(ctx, cfg, n.attrs, subnet.Env{}, nil); err != nil {
 			return fail(err)
 		}
+		n.steps[2] = time.Now()
 		peers = m.Peers()
 	} else {
 		if lease, err = m.AcquireFrom(ctx, *shared, cfg, n.attrs, subnet.Env{}, nil); err != nil {
@@ -356,6 +384,9 @@ func (f *simFleet) join(ctx context.Context, n *simNode, shared *etcdsubnet.List
 	}
 	nctx, stop := context.WithCancel(context.Background())
 	n.cli, n.lease, n.stop = cli, lease, stop
+	if !run {
+		return nil
+	}
 	var src subnet.Manager = m
 	if f.poll {
 		src = pollOnly{m}
@@ -470,7 +501,7 @@ func waitAll(ctx context.Context, start time.Time, bound time.Duration, cond fun
 // subnets, when every watcher held every lease, and what it cost.
 func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) {
 	o.defaults()
-	res := StormResult{N: n}
+	res := StormResult{N: n, AcquireOnly: o.AcquireOnly}
 	e, err := StartFleetEtcd(ctx, o.LabEtcd)
 	if err != nil {
 		return res, err
@@ -484,7 +515,7 @@ func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) 
 	if err != nil {
 		return res, err
 	}
-	cpu0 := e.CPU()
+	cpu0, self0 := e.CPU(), selfCPU()
 
 	nodes := make([]*simNode, n)
 	held := make([]time.Duration, n)
@@ -499,7 +530,7 @@ func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f.join(sctx, nodes[i], nil); err != nil {
+			if err := f.joinRun(sctx, nodes[i], nil, !o.AcquireOnly); err != nil {
 				errMu.Lock()
 				if firstErr == nil && sctx.Err() == nil {
 					firstErr = fmt.Errorf("node %d: %w", i, err)
@@ -525,9 +556,20 @@ func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) 
 	}
 	res.Joined = len(leases)
 	res.HeldP50 = Percentile(times, 0.5)
+	for j, name := range stormSteps {
+		var at []time.Duration
+		for _, nd := range nodes {
+			if !nd.steps[j].IsZero() {
+				at = append(at, nd.steps[j].Sub(start))
+			}
+		}
+		res.Steps = append(res.Steps, Phase{Name: name, N: len(at), Median: Percentile(at, 0.5), Last: Percentile(at, 1)})
+	}
 	if res.Joined == n {
 		res.Held = Percentile(times, 1)
 		o.Logf("join storm N=%d: all hold leases after %s", n, FormatDuration(res.Held))
+	}
+	if res.Joined == n && !o.AcquireOnly {
 		res.Seen, _ = waitAll(ctx, start, o.StormTimeout, func() bool {
 			for _, nd := range nodes {
 				if size, _, _, _ := nd.figures(); size < n {
@@ -536,10 +578,11 @@ func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) 
 			}
 			return true
 		})
-	} else {
+	}
+	if res.Joined < n {
 		o.Logf("join storm N=%d: only %d of %d joined within %s", n, res.Joined, n, o.StormTimeout)
 	}
-	res.EtcdCPU = e.CPU() - cpu0
+	res.EtcdCPU, res.NodesCPU = e.CPU()-cpu0, selfCPU()-self0
 	srv1, err := e.Received(ctx)
 	if err != nil {
 		return res, err
@@ -710,11 +753,11 @@ func IdleFleet(ctx context.Context, o FleetOptions, n int) (FleetIdleResult, []C
 	if err != nil {
 		return res, nil, err
 	}
-	req0, cpu0 := f.reqs.snapshot(), e.CPU()
+	req0, cpu0, self0 := f.reqs.snapshot(), e.CPU(), selfCPU()
 	if !sleepCtx(ctx, o.Window) {
 		return res, nil, ctx.Err()
 	}
-	res.EtcdCPU = e.CPU() - cpu0
+	res.EtcdCPU, res.NodesCPU = e.CPU()-cpu0, selfCPU()-self0
 	res.Requests = f.reqs.snapshot().Sub(req0)
 	srv1, err := e.Received(ctx)
 	if err != nil {
@@ -796,7 +839,7 @@ func (f *simFleet) churn(ctx context.Context, nodes []*simNode, share float64, g
 	if err != nil {
 		return res, err
 	}
-	req0, cpu0 := f.reqs.snapshot(), f.etcd.CPU()
+	req0, cpu0, self0 := f.reqs.snapshot(), f.etcd.CPU(), selfCPU()
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -843,7 +886,7 @@ func (f *simFleet) churn(ctx context.Context, nodes []*simNode, share float64, g
 	if !sleepCtx(ctx, 2*time.Second) {
 		return res, ctx.Err()
 	}
-	res.EtcdCPU = f.etcd.CPU() - cpu0
+	res.EtcdCPU, res.NodesCPU = f.etcd.CPU()-cpu0, selfCPU()-self0
 	res.Requests = f.reqs.snapshot().Sub(req0)
 	srv1, err := f.etcd.Received(ctx)
 	if err != nil {

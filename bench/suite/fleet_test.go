@@ -91,6 +91,19 @@ func TestFleetTargets(t *testing.T) {
 	}
 }
 
+// With an acquire-only storm of 1,000, the joiners' target is the
+// allocation protocol's figure, not the storm that also ran every watcher.
+func TestFleetTargetsPreferAcquireOnly(t *testing.T) {
+	r := FleetResults{Storms: []StormResult{
+		{N: 1000, AcquireOnly: true, Joined: 1000, Held: 3 * time.Second},
+		{N: 1000, Joined: 1000, Held: 40 * time.Second},
+	}}
+	tg := FleetTargets(r)[1]
+	if tg.Status() != "met" || tg.Got != "3.00s, 0 overlaps (acquire only)" {
+		t.Errorf("%s: %s", tg.Status(), tg.Got)
+	}
+}
+
 func TestFleetLines(t *testing.T) {
 	s := StormResult{N: 1000, Joined: 990, LostRaces: 12345, Requests: RequestCounts{"create": 3}}.Line()
 	if !strings.Contains(s, "only 990 of 1000 hold subnets") || !strings.Contains(s, "12,345 lost races") {
