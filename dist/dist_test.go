@@ -17,8 +17,10 @@ var distDir = func() string {
 // repoRoot is the module root: the Docker build context.
 var repoRoot = filepath.Dir(distDir)
 
-// image is the image that the Dockerfile documents and the manifest runs.
-const image = "ghcr.io/flannelng/flannel:v0.1.0"
+// image is the image that the Dockerfile documents and the manifests run:
+// the Makefile's IMAGE at the newest release of CHANGELOG.md (see
+// releaseImage in image_tag_test.go).
+var image = releaseImage()
 
 func readDistFile(t *testing.T, name string) string {
 	t.Helper()

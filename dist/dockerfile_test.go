@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,9 +17,12 @@ import (
 // dockerStage is one FROM ... stage of a Dockerfile.
 type dockerStage struct {
 	image, name string
+	platform    string   // FROM --platform=
 	args        []string // ARG names
+	env         []string // ENV name=value
 	runs        []string
 	copies      []dockerCopy
+	user        string
 	entrypoint  string
 }
 
@@ -54,6 +58,11 @@ func parseDockerfile(text string) ([]*dockerStage, error) {
 		switch instr {
 		case "FROM":
 			s := &dockerStage{}
+			if len(f) > 0 {
+				if p, ok := strings.CutPrefix(f[0], "--platform="); ok {
+					s.platform, f = p, f[1:]
+				}
+			}
 			switch {
 			case len(f) == 1:
 				s.image = f[0]
@@ -64,8 +73,12 @@ func parseDockerfile(text string) ([]*dockerStage, error) {
 			}
 			stages = append(stages, s)
 		case "ARG":
-			name, _, _ := strings.Cut(rest, "=")
-			cur.args = append(cur.args, name)
+			for _, a := range f {
+				name, _, _ := strings.Cut(a, "=")
+				cur.args = append(cur.args, name)
+			}
+		case "ENV":
+			cur.env = append(cur.env, f...)
 		case "RUN":
 			cur.runs = append(cur.runs, rest)
 		case "COPY":
@@ -83,6 +96,8 @@ func parseDockerfile(text string) ([]*dockerStage, error) {
 			}
 			c.srcs, c.dst = f[:len(f)-1], f[len(f)-1]
 			cur.copies = append(cur.copies, c)
+		case "USER":
+			cur.user = rest
 		case "ENTRYPOINT":
 			cur.entrypoint = rest
 		case "WORKDIR":
@@ -93,14 +108,12 @@ func parseDockerfile(text string) ([]*dockerStage, error) {
 	return stages, nil
 }
 
-// mainPackageVars returns the package-level variables of the main package
-// in dir, or an error if dir holds no main package.
-func mainPackageVars(dir string) (map[string]bool, error) {
+// mainPackage reports whether dir holds a main package, or errNoGoFiles.
+func mainPackage(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	vars := map[string]bool{}
 	fset := token.NewFileSet()
 	goFiles := 0
 	for _, e := range entries {
@@ -109,34 +122,70 @@ func mainPackageVars(dir string) (map[string]bool, error) {
 			continue
 		}
 		goFiles++
-		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.SkipObjectResolution)
+		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.PackageClauseOnly)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if f.Name.Name != "main" {
-			return nil, fmt.Errorf("%s is package %s, not main", n, f.Name.Name)
+			return fmt.Errorf("%s is package %s, not main", n, f.Name.Name)
+		}
+	}
+	if goFiles == 0 {
+		return errNoGoFiles
+	}
+	return nil
+}
+
+var errNoGoFiles = errors.New("no Go files")
+
+// versionVar is the variable the builds stamp with -X; the test checks
+// that pkg/version declares it as a string without an initializer that
+// calls something (-X cannot override that).
+const versionVar = "github.com/flannelng/flannel/pkg/version.Version"
+
+func checkVersionVar(t *testing.T) {
+	t.Helper()
+	dot := strings.LastIndex(versionVar, ".")
+	pkgPath, name := versionVar[:dot], versionVar[dot+1:]
+	dir := filepath.Join(repoRoot, filepath.FromSlash(strings.TrimPrefix(pkgPath, "github.com/flannelng/flannel/")))
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("-X %s: %v", versionVar, err)
+	}
+	fset := token.NewFileSet()
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
 		}
 		for _, d := range f.Decls {
 			g, ok := d.(*ast.GenDecl)
 			if !ok || g.Tok != token.VAR {
 				continue
 			}
-			for _, s := range g.Specs {
-				for _, name := range s.(*ast.ValueSpec).Names {
-					vars[name.Name] = true
+			for _, spec := range g.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if n.Name != name {
+						continue
+					}
+					if i < len(vs.Values) {
+						if _, ok := vs.Values[i].(*ast.BasicLit); !ok {
+							t.Errorf("-X %s: its initializer is not a constant string, so -X cannot set it", versionVar)
+						}
+					}
+					return
 				}
 			}
 		}
 	}
-	if goFiles == 0 {
-		return nil, errNoGoFiles
-	}
-	return vars, nil
+	t.Errorf("-X %s: %s declares no variable %s, so the version would be lost", versionVar, dir, name)
 }
 
-var errNoGoFiles = errors.New("no Go files")
-
-var goBuildRe = regexp.MustCompile(`^CGO_ENABLED=0 go build -trimpath (?:-tags grpcnotrace )?-ldflags "-s -w -X main\.(\w+)=\$VERSION" -o (\S+) (\./\S+)$`)
+var goBuildRe = regexp.MustCompile(`^go build -trimpath -tags grpcnotrace -ldflags "-s -w -X ` + regexp.QuoteMeta(versionVar) + `=\$VERSION" -o (\S+) (\./\S+)$`)
 
 func TestDockerfile(t *testing.T) {
 	text := readDistFile(t, "Dockerfile")
@@ -149,12 +198,13 @@ func TestDockerfile(t *testing.T) {
 	}
 	build, final := stages[0], stages[1]
 
-	// The doc comment names the image that kube-flannel.yml runs.
+	// The doc comment names the image that the manifests run.
 	if !regexp.MustCompile(`(?m)^#.*-t ` + regexp.QuoteMeta(image) + `( |$)`).MatchString(text) {
 		t.Errorf("the Dockerfile's doc comment does not build %s", image)
 	}
 
-	// The builder's Go is the one go.mod asks for.
+	// The builder's Go is the one go.mod asks for, and it runs on the
+	// build machine's platform: it cross-compiles, nothing is emulated.
 	gomod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
@@ -166,20 +216,32 @@ func TestDockerfile(t *testing.T) {
 	if want := "golang:" + string(goLine[1]) + "-bookworm"; build.image != want || build.name == "" {
 		t.Errorf("build stage FROM %s AS %q, want FROM %s AS <name>", build.image, build.name, want)
 	}
-	if final.image != "debian:bookworm-slim" {
-		t.Errorf("runtime stage FROM %s, want debian:bookworm-slim", final.image)
+	if build.platform != "$BUILDPLATFORM" {
+		t.Errorf("build stage FROM --platform=%q, want $BUILDPLATFORM (cross-compile instead of emulating the target)", build.platform)
 	}
-	if !contains(build.args, "VERSION") {
-		t.Error("build stage has no ARG VERSION")
+	// The runtime stage is the target platform's: no --platform.
+	if final.image != "debian:bookworm-slim" || final.platform != "" {
+		t.Errorf("runtime stage FROM --platform=%q %s, want debian:bookworm-slim for the target platform", final.platform, final.image)
 	}
+	for _, a := range []string{"TARGETOS", "TARGETARCH", "TARGETVARIANT", "VERSION"} {
+		if !contains(build.args, a) {
+			t.Errorf("build stage has no ARG %s", a)
+		}
+	}
+	checkVersionVar(t)
 
-	// Both binaries are built static from packages that exist, with the
-	// version stamped into a variable that the package declares.
-	wantBuilds := map[string]string{"./cmd/flanneld": "/flanneld", "./cmd/cni-plugin": "/flannel"}
+	// The binaries are built static, for the target platform, from
+	// packages that exist, with the version stamped.
+	wantBuilds := map[string]string{"./cmd/flanneld": "/out/flanneld", "./cmd/cni-plugin": "/out/flannel", "./cmd/flannelctl": "/out/flannelctl"}
 	built := map[string]string{} // output -> package
+	var target []string
 	for _, run := range build.runs {
 		for _, cmd := range strings.Split(run, "&&") {
 			cmd = strings.Join(strings.Fields(cmd), " ")
+			if env, ok := strings.CutPrefix(cmd, "export "); ok {
+				target = strings.Fields(env)
+				continue
+			}
 			if !strings.Contains(cmd, "go build") {
 				continue
 			}
@@ -188,26 +250,28 @@ func TestDockerfile(t *testing.T) {
 				t.Errorf("build command %q: want %s", cmd, goBuildRe)
 				continue
 			}
-			versionVar, out, pkg := m[1], m[2], m[3]
+			out, pkg := m[1], m[2]
 			if wantBuilds[pkg] != out {
 				t.Errorf("builds %s to %s, want %v", pkg, out, wantBuilds)
 			}
 			built[out] = pkg
-			vars, err := mainPackageVars(filepath.Join(repoRoot, filepath.FromSlash(pkg)))
-			switch {
+			switch err := mainPackage(filepath.Join(repoRoot, filepath.FromSlash(pkg))); {
 			case errors.Is(err, errNoGoFiles):
 				// Only a working tree has an empty directory (git keeps
 				// none), so a clone without the command fails above.
-				t.Logf("%s has no Go files yet: cannot check main.%s", pkg, versionVar)
+				t.Logf("%s has no Go files yet", pkg)
 			case err != nil:
 				t.Errorf("%s: %v", pkg, err)
-			case !vars[versionVar]:
-				t.Errorf("-X main.%s: %s declares no variable %s, so the version would be lost", versionVar, pkg, versionVar)
 			}
 		}
 	}
 	if len(built) != len(wantBuilds) {
 		t.Errorf("built %v, want %v", built, wantBuilds)
+	}
+	for _, want := range []string{"GOOS=$TARGETOS", "GOARCH=$TARGETARCH", "GOARM=${TARGETVARIANT#v}", "CGO_ENABLED=0"} {
+		if !contains(target, want) {
+			t.Errorf("build stage exports %q, want %s among them", target, want)
+		}
 	}
 
 	// Every file copied from the build context exists in the repository.
@@ -224,10 +288,12 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 
-	// The runtime image holds what the manifest and the unit run.
+	// The runtime image holds what the manifests, the unit and operators
+	// run.
 	wantFiles := map[string]string{
-		"/opt/bin/flanneld":          "build:/flanneld",
-		"/opt/bin/flannel":           "build:/flannel",
+		"/opt/bin/flanneld":          "build:/out/flanneld",
+		"/opt/bin/flannel":           "build:/out/flannel",
+		"/opt/bin/flannelctl":        "build:/out/flannelctl",
 		"/opt/bin/mk-docker-opts.sh": "context:dist/mk-docker-opts.sh",
 	}
 	for _, c := range final.copies {
@@ -259,8 +325,19 @@ func TestDockerfile(t *testing.T) {
 	if final.entrypoint != `["/opt/bin/flanneld"]` {
 		t.Errorf("ENTRYPOINT %s, want [\"/opt/bin/flanneld\"]", final.entrypoint)
 	}
+	// kubectl exec ... -- flannelctl doctor: the tools are on PATH.
+	if !slices.ContainsFunc(final.env, func(e string) bool { return strings.HasPrefix(e, "PATH=/opt/bin:") }) {
+		t.Errorf("runtime ENV %q: want PATH=/opt/bin:$PATH", final.env)
+	}
+	// Non-root by default; the manifests ask for root where flanneld
+	// needs it (manifest_test.go).
+	if u, _, _ := strings.Cut(final.user, ":"); u == "" || u == "0" || u == "root" {
+		t.Errorf("runtime USER %q, want a non-root user", final.user)
+	}
 
-	// The runtime packages, installed lean in one layer.
+	// The runtime packages, installed lean in one layer: both iptables
+	// variants (bookworm's iptables package holds legacy and nft), nft,
+	// ip for mk-docker-opts.sh, and CA certificates.
 	var apt string
 	for _, run := range final.runs {
 		if strings.Contains(run, "apt-get install") {

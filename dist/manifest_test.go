@@ -74,15 +74,19 @@ type (
 		} `json:"template"`
 	}
 	podSpec struct {
-		HostNetwork                  bool         `json:"hostNetwork"`
-		PriorityClassName            string       `json:"priorityClassName"`
-		ServiceAccountName           string       `json:"serviceAccountName"`
-		AutomountServiceAccountToken *bool        `json:"automountServiceAccountToken"`
-		Tolerations                  []toleration `json:"tolerations"`
-		InitContainers               []container  `json:"initContainers"`
-		Containers                   []container  `json:"containers"`
-		Volumes                      []volume     `json:"volumes"`
-		Affinity                     *struct {
+		HostNetwork                  bool   `json:"hostNetwork"`
+		PriorityClassName            string `json:"priorityClassName"`
+		ServiceAccountName           string `json:"serviceAccountName"`
+		AutomountServiceAccountToken *bool  `json:"automountServiceAccountToken"`
+		SecurityContext              *struct {
+			RunAsUser  *int64 `json:"runAsUser"`
+			RunAsGroup *int64 `json:"runAsGroup"`
+		} `json:"securityContext"`
+		Tolerations    []toleration `json:"tolerations"`
+		InitContainers []container  `json:"initContainers"`
+		Containers     []container  `json:"containers"`
+		Volumes        []volume     `json:"volumes"`
+		Affinity       *struct {
 			NodeAffinity *struct {
 				Required *struct {
 					Terms []struct {
@@ -410,6 +414,11 @@ func TestManifests(t *testing.T) {
 			if c.Image != image {
 				t.Errorf("container %s runs %q, want %q (the Dockerfile's image)", c.Name, c.Image, image)
 			}
+		}
+		// The image runs as a non-root user by default (TestDockerfile);
+		// every container here needs root.
+		if sc := m.pod.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.RunAsGroup == nil || *sc.RunAsGroup != 0 {
+			t.Errorf("pod securityContext %+v, want runAsUser: 0 and runAsGroup: 0", sc)
 		}
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/flannelng/flannel/pkg/version"
 )
 
 func TestLoadNetConf(t *testing.T) {
@@ -42,8 +44,8 @@ func TestLoadNetConf(t *testing.T) {
 }
 
 func TestAbout(t *testing.T) {
-	defer func(p, v, c string) { Program, Version, Commit = p, v, c }(Program, Version, Commit)
-	Version, Commit = "v1.2.3", "abc123"
+	defer func(p, v, c string) { Program, version.Version, Commit = p, v, c }(Program, version.Version, Commit)
+	version.Version, Commit = "v1.2.3", "abc123"
 	want := "CNI Plugin flannel version v1.2.3 (" // then GOOS/GOARCH
 	if got := about(); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, ") commit abc123") {
 		t.Errorf("about() = %q", got)

@@ -7,25 +7,44 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
+
+	"github.com/flannelng/flannel/pkg/version"
 )
 
-// Set at link time: go build -ldflags "-X main.Version=v1.2.3 -X main.Commit=abc123".
-// Program exists because upstream's build scripts also set -X main.Program.
+// Program and Commit are upstream's link-time variables, kept because
+// upstream's build scripts set them (-X main.Program=flannel -X
+// main.Commit=abc123). The version itself is pkg/version's, as in every
+// binary of this repository.
 var (
 	Program = "flannel"
-	Version = "unknown"
-	Commit  = "unknown"
+	Commit  = ""
 )
 
 func about() string {
-	return fmt.Sprintf("CNI Plugin %s version %s (%s/%s) commit %s", Program, Version, runtime.GOOS, runtime.GOARCH, Commit)
+	commit := Commit
+	if commit == "" {
+		commit = version.Revision()
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return fmt.Sprintf("CNI Plugin %s version %s (%s/%s) commit %s", Program, version.Get(), runtime.GOOS, runtime.GOARCH, commit)
 }
 
 func main() {
+	// Runtimes execute a plugin without arguments (the CNI spec passes
+	// everything in CNI_* variables and stdin), so an argument can only
+	// come from a person. The CNI VERSION command is a different thing:
+	// CNI_COMMAND=VERSION prints the spec versions the plugin supports.
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Println(version.Get())
+		return
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
 		Del:    cmdDel,

@@ -28,9 +28,11 @@ import (
 	"time"
 
 	"github.com/flannelng/flannel/pkg/lab"
+	"github.com/flannelng/flannel/pkg/version"
 )
 
 const usage = `usage:
+  flannel-lab --version
   flannel-lab up --dir DIR [--hosts N] [--ipv6] [--flanneld PATH [--pods N] ...]
   flannel-lab status --dir DIR
   flannel-lab down (--dir DIR | --prefix PREFIX)
@@ -70,6 +72,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return status(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
+		return nil
+	case "--version", "-version":
+		fmt.Fprintln(stdout, version.Get())
 		return nil
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n%s", args[0], usage)

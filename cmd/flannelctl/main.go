@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/flannelng/flannel/pkg/version"
 )
 
 // app is the process environment a command runs in; tests replace it.
@@ -117,7 +119,7 @@ func (a *app) usage(w io.Writer) {
 	fs := newFlagSet("flannelctl", w)
 	addCommon(fs, &o)
 	fs.PrintDefaults()
-	fmt.Fprintf(w, "\nRun `flannelctl COMMAND -h` for a command's own flags.\nExit codes: 0 success (doctor: healthy), 1 failure (doctor: problems found), 2 bad usage.\n")
+	fmt.Fprintf(w, "\nRun `flannelctl COMMAND -h` for a command's own flags, `flannelctl --version` for the version.\nExit codes: 0 success (doctor: healthy), 1 failure (doctor: problems found), 2 bad usage.\n")
 }
 
 // commandUsage prints a command's own flags; the common ones are in usage.
@@ -134,6 +136,10 @@ func (a *app) commandUsage(w io.Writer, c *command) {
 
 // main runs one command and returns the exit code.
 func (a *app) main(ctx context.Context, args []string) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(a.stdout, version.Get())
+		return 0
+	}
 	// First pass: the flags before the command word, to find it.
 	var scratch options
 	gfs := newFlagSet("flannelctl", a.stderr)

@@ -11,10 +11,13 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+
+	buildversion "github.com/flannelng/flannel/pkg/version"
 )
 
-// version is set at link time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version is this binary's version: the Makefile stamps git describe into
+// pkg/version (-X github.com/flannelng/flannel/pkg/version.Version=...).
+var version = buildversion.Get()
 
 func main() {
 	c, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
