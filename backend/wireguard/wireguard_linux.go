@@ -454,14 +454,21 @@ func (n *network) applyPeers(d *device, want []Peer) error {
 	return nil
 }
 
+// levelPeers is daemon.LevelPeers (flanneld -v=2): one line per peer
+// programmed would be 5,000 lines at a large cluster's start.
+const levelPeers = slog.LevelInfo - 2
+
 func (n *network) logChanges(dev string, ch []wgtypes.PeerConfig, want []Peer) {
+	if !n.b.log.Enabled(context.Background(), levelPeers) {
+		return
+	}
 	byKey := map[wgtypes.Key]Peer{}
 	for _, w := range want {
 		byKey[w.Key] = w
 	}
 	for _, c := range ch {
 		if c.Remove {
-			n.b.log.Info("Removed wireguard peer", "device", dev, "public_key", c.PublicKey.String())
+			n.b.log.Log(context.Background(), levelPeers, "Removed wireguard peer", "device", dev, "public_key", c.PublicKey.String())
 			continue
 		}
 		w := byKey[c.PublicKey]
@@ -469,7 +476,7 @@ func (n *network) logChanges(dev string, ch []wgtypes.PeerConfig, want []Peer) {
 		for i, p := range w.AllowedIPs {
 			ips[i] = p.String()
 		}
-		n.b.log.Info(fmt.Sprintf("Subnet(s) added: %v via %s", ips, w.Endpoint), "device", dev, "public_key", c.PublicKey.String())
+		n.b.log.Log(context.Background(), levelPeers, fmt.Sprintf("Subnet(s) added: %v via %s", ips, w.Endpoint), "device", dev, "public_key", c.PublicKey.String())
 	}
 }
 
