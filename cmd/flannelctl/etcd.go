@@ -114,25 +114,73 @@ func leasesOf(es []entry) []subnet.Lease {
 	return out
 }
 
-// ttls asks etcd for the remaining TTL of each distinct etcd lease (one
-// TimeToLive request per lease; many keys may share one). A lease etcd no
-// longer knows gets -1.
+// liveLeases returns the IDs of the etcd leases that exist, with one
+// LeaseLeases request.
+func (s *store) liveLeases(ctx context.Context) (map[int64]bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
+	defer cancel()
+	resp, err := s.cli.Leases(cctx)
+	if err != nil {
+		return nil, fmt.Errorf("list etcd leases on %s: %w", s.endpoints(), err)
+	}
+	out := make(map[int64]bool, len(resp.Leases))
+	for _, l := range resp.Leases {
+		out[int64(l.ID)] = true
+	}
+	return out, nil
+}
+
+// ttlRequests bounds the TimeToLive requests in flight.
+const ttlRequests = 16
+
+// ttls asks etcd for the remaining TTL of each distinct etcd lease: one
+// TimeToLive request per lease (many keys may share one), the only way
+// etcd reports a TTL, sent ttlRequests at a time. A lease etcd no longer
+// knows gets -1.
 func (s *store) ttls(ctx context.Context, es []entry) (map[int64]int64, error) {
-	out := map[int64]int64{}
+	var ids []int64
+	keyOf := map[int64]string{}
 	for _, e := range es {
-		if e.EtcdLease == 0 {
+		if _, dup := keyOf[e.EtcdLease]; e.EtcdLease == 0 || dup {
 			continue
 		}
-		if _, done := out[e.EtcdLease]; done {
+		keyOf[e.EtcdLease] = e.Key
+		ids = append(ids, e.EtcdLease)
+	}
+	type result struct {
+		id, ttl int64
+		err     error
+	}
+	results := make(chan result, len(ids))
+	sem := make(chan struct{}, ttlRequests)
+	for _, id := range ids {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
+			defer cancel()
+			resp, err := s.cli.TimeToLive(cctx, clientv3.LeaseID(id))
+			if err != nil {
+				results <- result{id: id, err: err}
+				return
+			}
+			results <- result{id: id, ttl: resp.TTL}
+		}()
+	}
+	out := make(map[int64]int64, len(ids))
+	var first error
+	for range ids {
+		r := <-results
+		if r.err != nil {
+			if first == nil {
+				first = fmt.Errorf("read TTL of etcd lease %x (key %s): %w", r.id, keyOf[r.id], r.err)
+			}
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
-		resp, err := s.cli.TimeToLive(cctx, clientv3.LeaseID(e.EtcdLease))
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("read TTL of etcd lease %x (key %s): %w", e.EtcdLease, e.Key, err)
-		}
-		out[e.EtcdLease] = resp.TTL
+		out[r.id] = r.ttl
+	}
+	if first != nil {
+		return nil, first
 	}
 	return out, nil
 }

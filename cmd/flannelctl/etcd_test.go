@@ -129,7 +129,7 @@ func TestCommandsAgainstEtcd(t *testing.T) {
 		t.Errorf("outside reserve: %d %s", code, stderr)
 	}
 
-	code, stdout, _ = run("", "leases", "-o", "json")
+	code, stdout, _ = run("", "leases", "-o", "json", "--ttl")
 	var views []map[string]any
 	if code != 0 || json.Unmarshal([]byte(stdout), &views) != nil || len(views) != 4 {
 		t.Fatalf("leases -o json: %d\n%s", code, stdout)
@@ -165,7 +165,7 @@ func TestCommandsAgainstEtcd(t *testing.T) {
 			t.Errorf("%s: ttl %v expires %v (%v)", key, ttl, v["Expires"], err)
 		}
 	}
-	code, stdout, _ = run("", "leases")
+	code, stdout, _ = run("", "leases", "--ttl")
 	if code != 0 || !strings.HasPrefix(stdout, "SUBNET        IPV6 SUBNET  PUBLIC IP     BACKEND  VTEP MAC           EXPIRES\n10.5.4.0/24   -            192.168.50.2  vxlan    0a:00:00:00:00:02  ") ||
 		!strings.Contains(stdout, "\n10.5.7.0/24   -            192.168.50.7  -        -                  reservation\n") {
 		t.Errorf("leases:\n%s", stdout)

@@ -229,7 +229,9 @@ func nodeViewOf(n *kube.Node, k kube.Keys) nodeView {
 // renderNodeTable writes the Node lease table. As in the etcd table, the
 // PUBLIC IPV6 and VTEP MAC V6 columns appear only when some Node has a
 // value for them. Problems are listed under the table.
-func renderNodeTable(w io.Writer, views []nodeView) error {
+//
+// wide adds the Node's flannel annotations, as stored, in one column.
+func renderNodeTable(w io.Writer, views []nodeView, wide bool) error {
 	var v6ip, v6mac bool
 	for _, v := range views {
 		v6ip = v6ip || v.PublicIPv6 != nil
@@ -247,7 +249,11 @@ func renderNodeTable(w io.Writer, views []nodeView) error {
 	if v6mac {
 		head = append(head, "VTEP MAC V6")
 	}
-	row(append(head, "MANAGED"))
+	head = append(head, "MANAGED")
+	if wide {
+		head = append(head, "ANNOTATIONS")
+	}
+	row(head)
 	for _, v := range views {
 		cols := []string{v.Node, orDash(v.Subnet), orDash(v.IPv6Subnet), orDash(v.PublicIP)}
 		if v6ip {
@@ -265,7 +271,11 @@ func renderNodeTable(w io.Writer, views []nodeView) error {
 		if v.Managed {
 			managed = "yes"
 		}
-		row(append(cols, managed))
+		cols = append(cols, managed)
+		if wide {
+			cols = append(cols, annotationsText(v.Annotations))
+		}
+		row(cols)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -283,6 +293,23 @@ func renderNodeTable(w io.Writer, views []nodeView) error {
 		}
 	}
 	return nil
+}
+
+// annotationsText is the ANNOTATIONS column: name=value pairs sorted by
+// name, "-" for none.
+func annotationsText(a map[string]string) string {
+	if len(a) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(a))
+	for k := range a {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for i, k := range names {
+		names[i] = k + "=" + a[k]
+	}
+	return strings.Join(names, ",")
 }
 
 // kubeKeys checks --kube-annotation-prefix as flanneld does (empty means
@@ -314,8 +341,8 @@ func cmdKubeLeases(ctx context.Context, a *app, o *options, c *cmdFlags) error {
 		return err
 	}
 	views := buildNodeViews(ns, k)
-	if c.output == "json" {
-		return renderJSON(a.stdout, views)
+	if !isTable(c.output) {
+		return renderList(a.stdout, c.output, views)
 	}
-	return renderNodeTable(a.stdout, views)
+	return renderNodeTable(a.stdout, views, c.output == "wide")
 }

@@ -89,7 +89,7 @@ func defaultKeys(t *testing.T) kube.Keys {
 
 func TestNodeLeaseTable(t *testing.T) {
 	var b bytes.Buffer
-	if err := renderNodeTable(&b, buildNodeViews(sampleNodes(), defaultKeys(t))); err != nil {
+	if err := renderNodeTable(&b, buildNodeViews(sampleNodes(), defaultKeys(t)), false); err != nil {
 		t.Fatal(err)
 	}
 	want := `NODE  SUBNET          IPV6 SUBNET         PUBLIC IP      PUBLIC IPV6  BACKEND  VTEP MAC           VTEP MAC V6        MANAGED
@@ -114,7 +114,7 @@ unusable lease on Node n6 (flanneld on the other nodes ignores this node): node 
 	// Without IPv6 values the IPv6 columns other than the subnet go away,
 	// as in the etcd table.
 	b.Reset()
-	if err := renderNodeTable(&b, buildNodeViews(sampleNodes()[:2], defaultKeys(t))); err != nil {
+	if err := renderNodeTable(&b, buildNodeViews(sampleNodes()[:2], defaultKeys(t)), false); err != nil {
 		t.Fatal(err)
 	}
 	want = `NODE  SUBNET          IPV6 SUBNET  PUBLIC IP      BACKEND  VTEP MAC           MANAGED
@@ -373,7 +373,7 @@ func TestKubeLeasesUsage(t *testing.T) {
 	}{
 		{[]string{"leases", "--kube-annotation-prefix=example.com/fl"}, 2, "--kube-annotation-prefix needs --kubeconfig"},
 		{[]string{"leases", "--kubeconfig=/nonexistent", "--kube-annotation-prefix=nodots"}, 2, `invalid --kube-annotation-prefix "nodots": subnet/kube: prefix must be in a format`},
-		{[]string{"leases", "--kubeconfig=/nonexistent", "-o", "yaml"}, 2, `invalid -o "yaml"`},
+		{[]string{"leases", "--kubeconfig=/nonexistent", "-o", "xml"}, 2, `invalid -o "xml"`},
 		{[]string{"leases", "--kubeconfig=/nonexistent"}, 1, "flannelctl leases: kubeconfig /nonexistent: "},
 	} {
 		code, _, stderr := captured(t, c.args, nil, "")

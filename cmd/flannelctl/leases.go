@@ -30,7 +30,12 @@ type leaseView struct {
 	Reservation bool    `json:"Reservation"`
 	// EtcdLease is the etcd lease ID in hex, as etcdctl prints it.
 	EtcdLease *string `json:"EtcdLease"`
-	// Expires is RFC 3339 UTC; null for a reservation.
+	// Live says whether the key's etcd lease exists (false: it expired
+	// or was revoked, and etcd is deleting the key); null for a
+	// reservation.
+	Live *bool `json:"Live"`
+	// Expires is RFC 3339 UTC and TTLSeconds what remains; both only with
+	// --ttl (null otherwise, and for a reservation).
 	Expires    *string `json:"Expires"`
 	TTLSeconds *int64  `json:"TTLSeconds"`
 	Error      string  `json:"Error,omitempty"`
@@ -83,7 +88,9 @@ func buildViews(es []entry, ttls map[int64]int64, now time.Time) []leaseView {
 			case ttl < 0:
 				v.expired = true
 				v.TTLSeconds = &ttl
+				v.Live = boolp(false)
 			default:
+				v.Live = boolp(true)
 				v.expires = now.Add(time.Duration(ttl) * time.Second).UTC().Truncate(time.Second)
 				v.Expires = strp(v.expires.Format(time.RFC3339))
 				v.TTLSeconds = &ttl
@@ -116,6 +123,25 @@ func buildViews(es []entry, ttls map[int64]int64, now time.Time) []leaseView {
 		return cmp.Compare(a.Key, b.Key)
 	})
 	return out
+}
+
+func boolp(b bool) *bool { return &b }
+
+// setLive records which etcd leases exist (store.liveLeases), for the
+// views whose TTL was not read.
+func setLive(views []leaseView, live map[int64]bool) {
+	for i := range views {
+		v := &views[i]
+		if v.Reservation || v.Live != nil || v.EtcdLease == nil {
+			continue
+		}
+		id, err := strconv.ParseInt(*v.EtcdLease, 16, 64)
+		if err != nil {
+			continue
+		}
+		v.Live = boolp(live[id])
+		v.expired = !live[id]
+	}
 }
 
 func boolInt(b bool) int {
@@ -151,6 +177,8 @@ func (v leaseView) expiresText() string {
 		return "reservation"
 	case v.expired:
 		return "expired"
+	case v.Expires == nil && v.Live != nil:
+		return "live"
 	case v.Expires == nil:
 		return "-"
 	}
@@ -159,7 +187,11 @@ func (v leaseView) expiresText() string {
 
 // renderTable writes the lease table. The PUBLIC IPV6 and VTEP MAC V6
 // columns appear only when some lease has a value for them.
-func renderTable(w io.Writer, views []leaseView) error {
+func renderTable(w io.Writer, views []leaseView) error { return renderLeaseTable(w, views, false) }
+
+// renderLeaseTable writes the table; wide adds the etcd lease ID and the
+// key.
+func renderLeaseTable(w io.Writer, views []leaseView, wide bool) error {
 	var v6ip, v6mac bool
 	for _, v := range views {
 		v6ip = v6ip || v.PublicIPv6 != nil
@@ -183,7 +215,11 @@ func renderTable(w io.Writer, views []leaseView) error {
 	if v6mac {
 		head = append(head, "VTEP MAC V6")
 	}
-	row(append(head, "EXPIRES")...)
+	head = append(head, "EXPIRES")
+	if wide {
+		head = append(head, "ETCD LEASE", "KEY")
+	}
+	row(head...)
 	for _, v := range views {
 		if v.Error != "" {
 			continue
@@ -200,7 +236,11 @@ func renderTable(w io.Writer, views []leaseView) error {
 		if v6mac {
 			cols = append(cols, orDash(v.VtepMACv6))
 		}
-		row(append(cols, v.expiresText())...)
+		cols = append(cols, v.expiresText())
+		if wide {
+			cols = append(cols, orDash(v.EtcdLease), v.Key)
+		}
+		row(cols...)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -217,20 +257,16 @@ func renderTable(w io.Writer, views []leaseView) error {
 
 // renderJSON writes the views (etcd keys or Nodes) as an indented JSON
 // array ([] when empty).
-func renderJSON[V any](w io.Writer, views []V) error {
-	if views == nil {
-		views = []V{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(views)
-}
+func renderJSON[V any](w io.Writer, views []V) error { return renderList(w, "json", views) }
 
 func cmdLeases(ctx context.Context, a *app, o *options, c *cmdFlags, _ []string) error {
-	if c.output != "table" && c.output != "json" {
-		return usageError{fmt.Sprintf("invalid -o %q: want table or json", c.output)}
+	if err := checkOutput(c.output); err != nil {
+		return err
 	}
 	if c.kubeconfig != "" {
+		if c.ttl {
+			return usageError{"--ttl needs etcd: a Node's podCIDR does not expire"}
+		}
 		return cmdKubeLeases(ctx, a, o, c)
 	}
 	if c.kubePrefix != "" {
@@ -241,17 +277,50 @@ func cmdLeases(ctx context.Context, a *app, o *options, c *cmdFlags, _ []string)
 		return err
 	}
 	defer s.Close()
+	views, err := s.leaseViews(ctx, c.ttl, a.now())
+	if err != nil {
+		return err
+	}
+	if isTable(c.output) {
+		return renderLeaseTable(a.stdout, views, c.output == "wide")
+	}
+	return renderList(a.stdout, c.output, views)
+}
+
+// leaseViews reads the leases in one pass of two requests, whatever their
+// number: one range over <prefix>/subnets/ (the keys, their values and
+// their etcd lease IDs) and one LeaseLeases (the etcd leases that exist),
+// which together tell each key's state: reservation, live, or expired.
+//
+// etcd has no request that returns the remaining TTL of several leases
+// (LeaseLeases returns IDs only; its LeaseStatus has the TTL as a TODO):
+// the only source of a lease's TTL is LeaseTimeToLive, one request per
+// lease. With withTTL those are sent, concurrently (s.ttls), one per
+// distinct etcd lease of a live key; without it, none.
+func (s *store) leaseViews(ctx context.Context, withTTL bool, now time.Time) ([]leaseView, error) {
 	es, err := s.list(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ttls, err := s.ttls(ctx, es)
+	// After the range: a lease granted in between has no key in it; one
+	// that expired in between shows as expired, as its key is going.
+	live, err := s.liveLeases(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	views := buildViews(es, ttls, a.now())
-	if c.output == "json" {
-		return renderJSON(a.stdout, views)
+	var ttls map[int64]int64
+	if withTTL {
+		var alive []entry
+		for _, e := range es {
+			if live[e.EtcdLease] {
+				alive = append(alive, e)
+			}
+		}
+		if ttls, err = s.ttls(ctx, alive); err != nil {
+			return nil, err
+		}
 	}
-	return renderTable(a.stdout, views)
+	views := buildViews(es, ttls, now)
+	setLive(views, live)
+	return views, nil
 }

@@ -80,7 +80,7 @@ func TestLeaseJSON(t *testing.T) {
 	wantFirst := map[string]any{
 		"Key": subnetsPrefix + "10.5.3.0-24", "Value": `{"PublicIP":"192.168.50.9","PublicIPv6":null}`,
 		"Subnet": "10.5.3.0/24", "IPv6Subnet": nil, "PublicIP": "192.168.50.9", "PublicIPv6": nil,
-		"BackendType": "", "VtepMAC": nil, "Reservation": true, "EtcdLease": nil, "Expires": nil, "TTLSeconds": nil,
+		"BackendType": "", "VtepMAC": nil, "Reservation": true, "EtcdLease": nil, "Live": nil, "Expires": nil, "TTLSeconds": nil,
 	}
 	if len(first) != len(wantFirst) {
 		t.Errorf("keys of a reservation: %v", first)
@@ -93,13 +93,13 @@ func TestLeaseJSON(t *testing.T) {
 	second := got[1]
 	for k, v := range map[string]any{
 		"Subnet": "10.5.4.0/24", "BackendType": "vxlan", "VtepMAC": "0a:75:1e:94:97:31", "Reservation": false,
-		"EtcdLease": "694d9b7f1f4a7c05", "Expires": "2026-11-24T11:59:50Z", "TTLSeconds": float64(86390),
+		"EtcdLease": "694d9b7f1f4a7c05", "Live": true, "Expires": "2026-11-24T11:59:50Z", "TTLSeconds": float64(86390),
 	} {
 		if second[k] != v {
 			t.Errorf("lease %s = %#v, want %#v", k, second[k], v)
 		}
 	}
-	if got[3]["Expires"] != nil || got[3]["TTLSeconds"] != float64(-1) {
+	if got[3]["Expires"] != nil || got[3]["TTLSeconds"] != float64(-1) || got[3]["Live"] != false {
 		t.Errorf("expired lease: %v", got[3])
 	}
 	if got[4]["Error"] == nil || got[5]["Error"] != `invalid subnet key "garbage"` || got[5]["Value"] != "{}" {

@@ -33,7 +33,8 @@ type app struct {
 
 // cmdFlags are the flags of individual commands.
 type cmdFlags struct {
-	output     string // leases -o
+	output     string // leases, migrate-v2 -o (output.go)
+	ttl        bool   // leases --ttl
 	kubeconfig string // leases: list the Nodes' leases (kube mode) instead of etcd's
 	kubePrefix string // leases: the annotation prefix; "" means flanneld's default
 	force      bool   // release --force
@@ -61,10 +62,11 @@ var commands = []command{
 	{name: "config get", summary: "print the network config (<prefix>/config)", run: cmdConfigGet},
 	{name: "config set", args: "FILE|-", summary: "validate a network config as flanneld does, then write it", minArgs: 1, maxArgs: 1, run: cmdConfigSet},
 	{name: "config validate", args: "FILE|-", summary: "check a network config and print its computed defaults", minArgs: 1, maxArgs: 1, run: cmdConfigValidate},
-	{name: "leases", args: "[-o table|json] [--kubeconfig FILE]", summary: "list the leases, sorted by subnet: etcd's, with reservations, or with --kubeconfig the Nodes' (kube mode)",
+	{name: "leases", args: "[-o table|wide|json|yaml] [--ttl] [--kubeconfig FILE]", summary: "list the leases, sorted by subnet: etcd's, with reservations, or with --kubeconfig the Nodes' (kube mode)",
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
-			fs.StringVar(&c.output, "o", "table", "output format: table or json")
+			fs.StringVar(&c.output, "o", "table", outputHelp)
 			fs.StringVar(&c.output, "output", "table", "same as -o")
+			fs.BoolVar(&c.ttl, "ttl", false, "also read each live etcd lease's remaining TTL: one request per etcd lease (etcd has no request for several), where the listing without it takes two in all")
 			fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kube mode (flanneld --kube-subnet-mgr): list the leases held by the Nodes of the cluster this kubeconfig reaches, instead of etcd's")
 			fs.StringVar(&c.kubePrefix, "kube-annotation-prefix", "", `with --kubeconfig: flanneld's --kube-annotation-prefix (default "flannel.alpha.coreos.com")`)
 		}, run: cmdLeases},
@@ -74,12 +76,12 @@ var commands = []command{
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
 			fs.BoolVar(&c.force, "force", false, "also delete a key that has a live etcd lease")
 		}, run: cmdRelease},
-	{name: "migrate-v2", args: "[--dry-run] [-o table|json]", summary: "copy flannel v0.11's config and leases from etcd's v2 store into v3 (remaining TTLs kept, nothing overwritten)",
+	{name: "migrate-v2", args: "[--dry-run] [-o table|wide|json|yaml]", summary: "copy flannel v0.11's config and leases from etcd's v2 store into v3 (remaining TTLs kept, nothing overwritten)",
 		flags: func(fs *flag.FlagSet, c *cmdFlags) {
 			fs.BoolVar(&c.dryRun, "dry-run", false, "print the plan and write nothing (exit 1 if a key conflicts)")
 			fs.BoolVar(&c.skipConflicts, "skip-conflicts", false, "copy the other keys when some lease keys conflict with v3 (the conflicting ones are left as they are, and the exit code is still 1); a conflicting config always refuses the run")
 			fs.BoolVar(&c.configOnly, "config-only", false, "copy only <prefix>/config (migration step 1), no lease")
-			fs.StringVar(&c.output, "o", "table", "output format: table or json")
+			fs.StringVar(&c.output, "o", "table", outputHelp)
 			fs.StringVar(&c.output, "output", "table", "same as -o")
 		}, run: cmdMigrateV2},
 	{name: "doctor", summary: "check this node against the leases, and where a migration from etcd v2 stands (run it inside the node's network namespace)",
@@ -89,6 +91,7 @@ var commands = []command{
 			fs.StringVar(&c.procSys, "proc-sys", "/proc/sys", "where the forwarding sysctls are read")
 			fs.BoolVar(&c.quiet, "q", false, "print only failures and the summary")
 		}, run: cmdDoctor},
+	{name: "completion", args: "bash|zsh", summary: "print a shell completion script (see docs/flannelctl.md to install it)", minArgs: 1, maxArgs: 1, run: cmdCompletion},
 }
 
 func findCommand(name string) *command {

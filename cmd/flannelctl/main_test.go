@@ -40,8 +40,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"config", "set"}, 2, "flannelctl config set: got 0 argument(s), want FILE|-"},
 		{[]string{"reserve", "10.5.3.0/24"}, 2, "got 1 argument(s), want SUBNET PUBLIC_IP"},
 		{[]string{"reserve", "10.5.3.0/24", "1.2.3.4", "fd00::/64"}, 2, "for dual stack IPV6_SUBNET PUBLIC_IPV6"},
-		{[]string{"leases", "extra"}, 2, "got 1 argument(s), want [-o table|json]"},
-		{[]string{"leases", "-o", "yaml"}, 2, `invalid -o "yaml": want table or json`},
+		{[]string{"leases", "extra"}, 2, "got 1 argument(s), want [-o table|wide|json|yaml]"},
+		{[]string{"leases", "-o", "xml"}, 2, `invalid -o "xml": want table, wide, json, yaml`},
 		{[]string{"doctor", "--public-ip=fd00::1"}, 2, `invalid --public-ip "fd00::1": not an IPv4 address`},
 		{[]string{"leases", "--timeout=0s"}, 2, "invalid --timeout 0s"},
 	}

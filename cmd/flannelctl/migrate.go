@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -287,8 +286,8 @@ func joinDetail(parts ...string) string {
 }
 
 func cmdMigrateV2(ctx context.Context, a *app, o *options, c *cmdFlags, _ []string) error {
-	if c.output != "table" && c.output != "json" {
-		return usageError{fmt.Sprintf("invalid -o %q: want table or json", c.output)}
+	if err := checkOutput(c.output); err != nil {
+		return err
 	}
 	prefix := v2Prefix(o)
 	v2c, err := newV2Client(o)
@@ -428,16 +427,26 @@ func renderMigrate(w io.Writer, rep migrateReport, format string) error {
 	if rep.Keys == nil {
 		rep.Keys = []migrateRow{}
 	}
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+	if !isTable(format) {
+		return renderData(w, format, rep)
 	}
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tACTION\tTTL\tDETAIL")
-	for _, r := range rep.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, r.Action, r.ttlText(), r.detailText())
+	if format == "wide" {
+		// The detail's parts in columns of their own.
+		fmt.Fprintln(tw, "KEY\tACTION\tTTL\tSUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tDETAIL")
+		for _, r := range rep.Keys {
+			backend := "-"
+			if r.BackendType != nil {
+				backend = *r.BackendType
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Key, r.Action, r.ttlText(), orDash(r.Subnet), orDash(r.PublicIP), backend, orDash(r.VtepMAC), r.Detail)
+		}
+	} else {
+		fmt.Fprintln(tw, "KEY\tACTION\tTTL\tDETAIL")
+		for _, r := range rep.Keys {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, r.Action, r.ttlText(), r.detailText())
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -105,8 +105,8 @@ func TestMigrateUsage(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{[]string{"migrate-v2", "extra"}, "got 1 argument(s), want [--dry-run] [-o table|json]"},
-		{[]string{"migrate-v2", "-o", "yaml"}, `invalid -o "yaml": want table or json`},
+		{[]string{"migrate-v2", "extra"}, "got 1 argument(s), want [--dry-run] [-o table|wide|json|yaml]"},
+		{[]string{"migrate-v2", "-o", "xml"}, `invalid -o "xml": want table, wide, json, yaml`},
 		{[]string{"migrate-v2", "--force"}, "flag provided but not defined: -force"},
 	} {
 		code, _, stderr := captured(t, c.args, nil, "")
