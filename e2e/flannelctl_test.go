@@ -186,13 +186,13 @@ func TestPrivilegedFlannelctl(t *testing.T) {
 		iptables = strings.TrimSuffix(save, "-save")
 	}
 
-	// leases -o json is etcd's content.
-	code, out = ctl1("leases", "-o", "json")
+	// leases -o json --ttl is etcd's content, remaining TTLs included.
+	code, out = ctl1("leases", "-o", "json", "--ttl")
 	var views []struct {
 		Key, Value, BackendType string
 		Subnet, PublicIP        *string
 		EtcdLease               *string
-		Reservation             bool
+		Reservation, Live       bool
 		TTLSeconds              *int64
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &views) != nil {
@@ -211,7 +211,7 @@ func TestPrivilegedFlannelctl(t *testing.T) {
 		kv := r.Kvs[0]
 		attrs, err := subnet.DecodeAttrs(kv.Value)
 		if err != nil || v.Value != string(kv.Value) || v.EtcdLease == nil || *v.EtcdLease != fmt.Sprintf("%x", kv.Lease) ||
-			v.Reservation || v.BackendType != "vxlan" || v.PublicIP == nil || *v.PublicIP != attrs.PublicIP.String() ||
+			v.Reservation || !v.Live || v.BackendType != "vxlan" || v.PublicIP == nil || *v.PublicIP != attrs.PublicIP.String() ||
 			v.TTLSeconds == nil || *v.TTLSeconds <= 0 || v.Subnet == nil || "/coreos.com/network/subnets/"+strings.Replace(*v.Subnet, "/", "-", 1) != v.Key {
 			t.Errorf("lease %+v differs from etcd's %s = %s (lease %x)", v, kv.Key, kv.Value, kv.Lease)
 		}

@@ -169,12 +169,6 @@ func DecodeAttrs(value []byte) (LeaseAttrs, error) {
 	return a, nil
 }
 
-// VXLANData is the BackendData of a vxlan lease.
-type VXLANData struct {
-	VNI     uint32 `json:"VNI"`
-	VtepMAC string `json:"VtepMAC"`
-}
-
 // FindOwn returns the index of the lease advertising our public address:
 // the IPv4 PublicIP, or for an IPv6-only network the PublicIPv6 (upstream
 // compares 0.0.0.0 there and matches any IPv6-only node). It returns -1

@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 
@@ -159,31 +158,19 @@ func randomMAC() (kernel.MAC, error) {
 }
 
 // encodeBackendData gives the lease BackendData, byte for byte as upstream:
-// {"VNI":1,"VtepMAC":"a2:2a:fd:9f:55:f3"}.
+// {"VNI":1,"VtepMAC":"a2:2a:fd:9f:55:f3"} (subnet.EncodeVXLANData).
 func encodeBackendData(vni int, mac kernel.MAC) (json.RawMessage, error) {
-	return json.Marshal(subnet.VXLANData{VNI: uint32(vni), VtepMAC: mac.String()})
+	return subnet.EncodeVXLANData(uint32(vni), mac)
 }
 
-// decodeBackendData parses a lease's BackendData (or BackendV6Data).
+// decodeBackendData parses a lease's BackendData (or BackendV6Data) with
+// subnet.DecodeVXLANData; vni is 0 when the data has none (flannel v0.11).
 func decodeBackendData(raw json.RawMessage) (vni int, mac kernel.MAC, err error) {
-	if vni, mac, ok := decodeCanonical(raw); ok {
-		return vni, mac, nil
-	}
-	if len(raw) == 0 {
-		return 0, mac, errors.New("no backend data")
-	}
-	var d subnet.VXLANData
-	if err := json.Unmarshal(raw, &d); err != nil {
-		return 0, mac, fmt.Errorf("decode vxlan backend data %s: %w", raw, err)
-	}
-	if d.VtepMAC == "" {
-		return 0, mac, fmt.Errorf("vxlan backend data %s has no VtepMAC", raw)
-	}
-	mac, err = kernel.ParseMAC(d.VtepMAC)
+	p, err := subnet.DecodeVXLANData(raw)
 	if err != nil {
-		return 0, mac, fmt.Errorf("vxlan backend data %s: bad VtepMAC: %w", raw, err)
+		return 0, mac, err
 	}
-	return int(d.VNI), mac, nil
+	return int(p.VNI), kernel.MAC(p.MAC), nil
 }
 
 // checkVtepMAC refuses a VtepMAC no VTEP can have. An all-zeros FDB entry
@@ -199,61 +186,4 @@ func checkVtepMAC(mac kernel.MAC) error {
 		return fmt.Errorf("VtepMAC %s is a multicast address", mac)
 	}
 	return nil
-}
-
-// decodeCanonical reads BackendData in the form every flanneld writes,
-// {"VNI":<n>,"VtepMAC":"xx:xx:xx:xx:xx:xx"}, without encoding/json: a pass
-// over 5,000 peers decodes 5,000 of them, and this costs no allocation
-// where JSON decoding cost two and a few microseconds each. Anything else
-// (other spacing, key order, case, extra fields) returns false and goes
-// through encoding/json; FuzzDecodeBackendData checks the two agree.
-func decodeCanonical(raw []byte) (vni int, mac kernel.MAC, ok bool) {
-	const head, mid, tail = `{"VNI":`, `,"VtepMAC":"`, `"}`
-	if len(raw) < len(head)+1+len(mid)+17+len(tail) || string(raw[:len(head)]) != head {
-		return 0, mac, false
-	}
-	b := raw[len(head):]
-	n := 0
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
-		n++
-	}
-	if n == 0 || n > 10 || (n > 1 && b[0] == '0') {
-		return 0, mac, false // JSON allows no leading zeros
-	}
-	v := 0
-	for _, c := range b[:n] {
-		v = v*10 + int(c-'0')
-	}
-	if v > math.MaxUint32 {
-		return 0, mac, false
-	}
-	b = b[n:]
-	if len(b) != len(mid)+17+len(tail) || string(b[:len(mid)]) != mid || string(b[len(mid)+17:]) != tail {
-		return 0, mac, false
-	}
-	m := b[len(mid) : len(mid)+17]
-	for i := range mac {
-		if i > 0 && m[3*i-1] != ':' {
-			return 0, mac, false
-		}
-		hi, ok1 := unhex(m[3*i])
-		lo, ok2 := unhex(m[3*i+1])
-		if !ok1 || !ok2 {
-			return 0, mac, false
-		}
-		mac[i] = hi<<4 | lo
-	}
-	return v, mac, true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }

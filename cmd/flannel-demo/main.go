@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -288,9 +287,8 @@ func printLeases(ctx context.Context, out io.Writer, cli *clientv3.Client) error
 			continue
 		}
 		mac := "-"
-		var vx subnet.VXLANData
-		if len(a.BackendData) > 0 && jsonUnmarshal(a.BackendData, &vx) == nil && vx.VtepMAC != "" {
-			mac = vx.VtepMAC
+		if vx, err := subnet.DecodeVXLANData(a.BackendData); err == nil {
+			mac = vx.VtepMAC()
 		}
 		ttl := "reservation"
 		if kv.Lease != 0 {
@@ -364,5 +362,3 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

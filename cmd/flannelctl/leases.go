@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -61,16 +62,18 @@ func addrp(a netip.Addr) *string {
 	return strp(a.String())
 }
 
-// vtepMAC returns the VtepMAC of a vxlan BackendData, nil otherwise.
+// vtepMAC returns the VtepMAC of a vxlan BackendData (subnet.DecodeVXLANData),
+// nil otherwise. One that is not a MAC is shown as written, so that an
+// operator sees what is wrong.
 func vtepMAC(raw json.RawMessage) *string {
-	if len(raw) == 0 {
+	p, err := subnet.DecodeVXLANData(raw)
+	if me := (*subnet.VtepMACError)(nil); errors.As(err, &me) && me.VtepMAC != "" {
+		return strp(me.VtepMAC)
+	}
+	if err != nil {
 		return nil
 	}
-	var d subnet.VXLANData
-	if json.Unmarshal(raw, &d) != nil || d.VtepMAC == "" {
-		return nil
-	}
-	return strp(d.VtepMAC)
+	return strp(p.VtepMAC())
 }
 
 // buildViews turns keys into rows sorted by subnet (IPv4, then IPv6, then

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/flannelng/flannel/subnet"
 )
@@ -54,16 +53,15 @@ func EncodeV011(a subnet.LeaseAttrs) ([]byte, error) {
 		// v0.11's udp backend publishes only its address.
 	case "vxlan":
 		v.BackendType = a.BackendType
-		var d subnet.VXLANData
-		if err := json.Unmarshal(a.BackendData, &d); err != nil {
-			return nil, fmt.Errorf("encode vxlan lease value for flannel v0.11: BackendData %s: %w", a.BackendData, err)
+		d, err := subnet.DecodeVXLANData(a.BackendData)
+		if me := (*subnet.VtepMACError)(nil); errors.As(err, &me) {
+			return nil, fmt.Errorf("encode vxlan lease value for flannel v0.11: invalid VtepMAC %q", me.VtepMAC)
 		}
-		mac, err := net.ParseMAC(d.VtepMAC)
-		if err != nil || len(mac) != 6 {
-			return nil, fmt.Errorf("encode vxlan lease value for flannel v0.11: invalid VtepMAC %q", d.VtepMAC)
+		if err != nil {
+			return nil, fmt.Errorf("encode vxlan lease value for flannel v0.11: %w", err)
 		}
 		// v0.11 marshals a net.HardwareAddr: lower case, colons.
-		v.BackendData, _ = json.Marshal(struct{ VtepMAC string }{mac.String()})
+		v.BackendData, _ = json.Marshal(struct{ VtepMAC string }{d.VtepMAC()})
 	default:
 		v.BackendType = a.BackendType
 		if len(a.BackendData) > 0 && string(a.BackendData) != "null" {

@@ -2,8 +2,8 @@ package doctor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 
@@ -135,21 +135,17 @@ func decodeVXLAN(raw json.RawMessage) (vni int, mac string, err error) {
 	if len(raw) == 0 {
 		return 0, "", fmt.Errorf("no BackendData")
 	}
-	var d struct {
-		VNI     *uint32
-		VtepMAC string
+	p, err := subnet.DecodeVXLANData(raw)
+	if me := (*subnet.VtepMACError)(nil); errors.As(err, &me) {
+		return 0, "", fmt.Errorf("BackendData %s: bad VtepMAC %q", raw, me.VtepMAC)
 	}
-	if err := json.Unmarshal(raw, &d); err != nil {
-		return 0, "", fmt.Errorf("BackendData %s: %v", raw, err)
+	if err != nil {
+		return 0, "", fmt.Errorf("BackendData %s: %v", raw, errors.Unwrap(err))
 	}
-	hw, err := net.ParseMAC(d.VtepMAC)
-	if err != nil || len(hw) != 6 {
-		return 0, "", fmt.Errorf("BackendData %s: bad VtepMAC %q", raw, d.VtepMAC)
+	if !p.HasVNI {
+		return -1, p.VtepMAC(), nil
 	}
-	if d.VNI == nil {
-		return -1, hw.String(), nil
-	}
-	return int(*d.VNI), hw.String(), nil
+	return int(p.VNI), p.VtepMAC(), nil
 }
 
 type fdbKey struct {
