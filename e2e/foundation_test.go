@@ -77,12 +77,13 @@ func TestPrivilegedLeasesAndRestarts(t *testing.T) {
 		}
 	}
 
-	// READY=1 arrived, and /readyz says ready.
-	sock.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 128)
-	n, err := sock.Read(buf)
-	if err != nil || string(buf[:n]) != "READY=1" {
-		t.Fatalf("notify: %q %v", buf[:n], err)
+	// READY=1 arrived after the status lines, and /readyz says ready.
+	msg, status, err := readNotify(sock, 10*time.Second)
+	if err != nil || msg != "READY=1" {
+		t.Fatalf("notify: %q %v (status %q)", msg, err, status)
+	}
+	if len(status) < 2 || !strings.HasPrefix(status[0], "Waiting for etcd at http") || !strings.HasSuffix(status[len(status)-1], " programmed") {
+		t.Errorf("STATUS= lines before READY=1: %q", status)
 	}
 	url := "http://" + net.JoinHostPort(h1.IP.String(), "8471")
 	if code, body, err := httpGet(l, url+"/readyz"); err != nil || code != 200 || body != "flanneld is ready" {
@@ -99,9 +100,8 @@ func TestPrivilegedLeasesAndRestarts(t *testing.T) {
 	if code, err := p1.Wait(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("SIGTERM exit %d %v\n%s", code, err, p1.Log())
 	}
-	n, err = sock.Read(buf)
-	if err != nil || string(buf[:n]) != "STOPPING=1" {
-		t.Errorf("notify at stop: %q %v", buf[:n], err)
+	if msg, _, err := readNotify(sock, 10*time.Second); err != nil || msg != "STOPPING=1" {
+		t.Errorf("notify at stop: %q %v", msg, err)
 	}
 	if len(leases(t, cli, "/coreos.com/network")) != 2 {
 		t.Error("lease removed at shutdown")

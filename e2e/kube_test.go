@@ -394,11 +394,12 @@ func TestPrivilegedKubeDaemonParity(t *testing.T) {
 	if !c.envs[0].IPMasq {
 		t.Error("FLANNEL_IPMASQ is not true")
 	}
-	sock.SetReadDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 256)
-	n, _, err := sock.ReadFrom(buf)
-	if err != nil || string(buf[:n]) != "READY=1" {
-		t.Fatalf("notify socket: %q %v", buf[:n], err)
+	msg, status, err := readNotify(sock, 30*time.Second)
+	if err != nil || msg != "READY=1" {
+		t.Fatalf("notify socket: %q %v (status %q)", msg, err, status)
+	}
+	if len(status) < 2 || !strings.HasPrefix(status[0], "Waiting for the Kubernetes API server") || !strings.HasSuffix(status[len(status)-1], " programmed") {
+		t.Errorf("STATUS= lines before READY=1: %q", status)
 	}
 	if code, body, err := httpGet(c.l, fmt.Sprintf("http://%s:8471/healthz", h1.IP)); err != nil || code != 200 || !strings.Contains(body, "flanneld is running") {
 		t.Errorf("/healthz: %d %q %v", code, body, err)
