@@ -153,4 +153,3 @@ func TestChecksumDecision(t *testing.T) {
 		t.Fatal("off must force off")
 	}
 }
-
