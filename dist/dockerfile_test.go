@@ -288,6 +288,15 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 
+	// The context is the repository root: its ignore file keeps the local
+	// builds and .git out of it.
+	ignore := strings.Fields(readDistFile(t, "Dockerfile.dockerignore"))
+	for _, want := range []string{".git", "bin"} {
+		if !contains(ignore, want) {
+			t.Errorf("Dockerfile.dockerignore does not exclude %s", want)
+		}
+	}
+
 	// The runtime image holds what the manifests, the unit and operators
 	// run.
 	wantFiles := map[string]string{
