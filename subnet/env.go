@@ -1,7 +1,6 @@
 package subnet
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 )
 
 // Env is the content of subnet.env.
@@ -96,67 +93,28 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	return nil
 }
 
-// ParseEnv reads subnet.env leniently: spaces around keys and values are
-// trimmed, comments and unknown keys ignored, FLANNEL_SUBNET values such as
-// 10.5.21.1/24 are reduced to their network, and booleans are
-// case-insensitive. Keys that are absent stay zero.
+// ParseEnv reads subnet.env with ParseEnvFile (blanks around keys and
+// values trimmed, one pair of quotes, booleans in any case, comments and
+// unknown keys ignored, subnets reduced to their network) and keeps the
+// first network of each family. Keys that are absent stay zero.
 func ParseEnv(data []byte) (Env, error) {
-	var e Env
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"'`)
-		var err error
-		switch k {
-		case "FLANNEL_NETWORK":
-			e.Network, err = envPrefix(v, false)
-		case "FLANNEL_SUBNET":
-			e.Subnet, err = envPrefix(v, true)
-		case "FLANNEL_IPV6_NETWORK":
-			e.IPv6Network, err = envPrefix(v, false)
-		case "FLANNEL_IPV6_SUBNET":
-			e.IPv6Subnet, err = envPrefix(v, true)
-		case "FLANNEL_MTU":
-			var m uint64
-			m, err = strconv.ParseUint(v, 10, 31)
-			e.MTU = int(m)
-		case "FLANNEL_IPMASQ":
-			e.IPMasq, err = strconv.ParseBool(strings.ToLower(v))
-		default:
-			continue
-		}
-		if err != nil {
-			return Env{}, fmt.Errorf("line %d: %s=%q: %w", n, k, v, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	f, err := ParseEnvFile(data, "")
+	if err != nil {
 		return Env{}, err
 	}
-	return e, nil
+	return f.env(), nil
 }
 
-// envPrefix parses a CIDR; for networks the first of a comma-separated list
-// (a legacy form) is used.
-func envPrefix(v string, mask bool) (netip.Prefix, error) {
-	if i := strings.IndexByte(v, ','); i >= 0 {
-		v = v[:i]
+// env is the daemon's view: the first network of each family.
+func (f *EnvFile) env() Env {
+	e := Env{Subnet: f.Subnet, IPv6Subnet: f.IPv6Subnet, MTU: int(f.MTU), IPMasq: f.IPMasq}
+	if len(f.Networks) > 0 {
+		e.Network = f.Networks[0]
 	}
-	p, err := netip.ParsePrefix(strings.TrimSpace(v))
-	if err != nil {
-		return netip.Prefix{}, err
+	if len(f.IPv6Networks) > 0 {
+		e.IPv6Network = f.IPv6Networks[0]
 	}
-	if mask {
-		p = p.Masked()
-	}
-	return p, nil
+	return e
 }
 
 // ReadEnvFile reads and parses a subnet.env file. A missing file gives an

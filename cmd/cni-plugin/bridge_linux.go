@@ -25,7 +25,7 @@ const defaultBridge = "cni0"
 // long as their subnets do not overlap, and subnets of one network never
 // do.
 func staleBridge(d map[string]any, env *subnetEnv, addrsOf func(bridge string) ([]netip.Prefix, error)) string {
-	if d["type"] != "bridge" || !env.subnet.IsValid() {
+	if d["type"] != "bridge" || !env.Subnet.IsValid() {
 		return ""
 	}
 	if _, set := d["forceAddress"]; set {
@@ -43,8 +43,8 @@ func staleBridge(d map[string]any, env *subnetEnv, addrsOf func(bridge string) (
 		return "" // no bridge yet: the delegate creates it
 	}
 	for _, a := range addrs {
-		if a.Addr().Is4() && a.Masked() != env.subnet {
-			return fmt.Sprintf("bridge %s has address %s, outside FLANNEL_SUBNET %s", name, a, env.subnet)
+		if a.Addr().Is4() && a.Masked() != env.Subnet {
+			return fmt.Sprintf("bridge %s has address %s, outside FLANNEL_SUBNET %s", name, a, env.Subnet)
 		}
 	}
 	return ""

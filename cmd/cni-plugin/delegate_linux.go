@@ -36,10 +36,10 @@ func buildDelegate(n *netConf, env *subnetEnv) (map[string]any, error) {
 	if _, ok := d["ipMasq"]; !ok {
 		// If the daemon masquerades pod traffic leaving the network, the
 		// bridge must not do it a second time, and the other way round.
-		d["ipMasq"] = !env.ipMasq
+		d["ipMasq"] = !env.IPMasq
 	}
 	if _, ok := d["mtu"]; !ok {
-		d["mtu"] = env.mtu
+		d["mtu"] = env.MTU
 	}
 	if d["type"] == "bridge" {
 		if _, ok := d["isGateway"]; !ok {
@@ -71,7 +71,7 @@ func delegateIPAM(user map[string]any, env *subnetEnv) (map[string]any, error) {
 	}
 
 	var ranges [][]map[string]any
-	for _, sn := range []netip.Prefix{env.subnet, env.ip6Subnet} {
+	for _, sn := range []netip.Prefix{env.Subnet, env.IPv6Subnet} {
 		if sn.IsValid() {
 			ranges = append(ranges, []map[string]any{{"subnet": sn.String()}})
 		}
@@ -82,10 +82,10 @@ func delegateIPAM(user map[string]any, env *subnetEnv) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to read IPAM routes: %w", err)
 	}
-	for _, nw := range env.networks {
+	for _, nw := range env.Networks {
 		routes = append(routes, types.Route{Dst: ipNet(nw)})
 	}
-	for _, nw := range env.ip6Networks {
+	for _, nw := range env.IPv6Networks {
 		routes = append(routes, types.Route{Dst: ipNet(nw)})
 	}
 	ipam["routes"] = routes

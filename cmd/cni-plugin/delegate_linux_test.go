@@ -158,7 +158,7 @@ func TestBuildDelegateLeavesInputAlone(t *testing.T) {
 }
 
 func TestStaleBridge(t *testing.T) {
-	env := &subnetEnv{subnet: netip.MustParsePrefix("10.244.3.0/24"), ip6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64")}
+	env := &subnetEnv{Subnet: netip.MustParsePrefix("10.244.3.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64")}
 	bridge := func(want string, addrs ...string) func(string) ([]netip.Prefix, error) {
 		return func(name string) ([]netip.Prefix, error) {
 			if name != want {

@@ -26,56 +26,56 @@ func TestParseSubnetEnv(t *testing.T) {
 		{
 			name: "upstream ipv4",
 			in:   "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.21.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.21.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "upstream dual stack",
 			in:   "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.27.1/24\nFLANNEL_IPV6_NETWORK=fd00:10::/56\nFLANNEL_IPV6_SUBNET=fd00:10:0:5a::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
 			want: subnetEnv{
-				networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.27.0/24"),
-				ip6Networks: prefixes("fd00:10::/56"), ip6Subnet: netip.MustParsePrefix("fd00:10:0:5a::/64"),
-				mtu: 1450, hasMTU: true, hasIPMasq: true,
+				Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.27.0/24"),
+				IPv6Networks: prefixes("fd00:10::/56"), IPv6Subnet: netip.MustParsePrefix("fd00:10:0:5a::/64"),
+				MTU: 1450, HasMTU: true, HasIPMasq: true,
 			},
 		},
 		{
 			name: "ipv6 only",
 			in:   "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true",
-			want: subnetEnv{ip6Networks: prefixes("fd00:10:244::/56"), ip6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64"), mtu: 1430, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{IPv6Networks: prefixes("fd00:10:244::/56"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64"), MTU: 1430, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "blanks around = and values, CRLF, quotes, booleans in any case",
 			in:   "  FLANNEL_NETWORK = 10.5.0.0/16 \r\nFLANNEL_SUBNET=\"10.5.21.1/24\"\r\nFLANNEL_MTU = '1450'\r\nFLANNEL_IPMASQ=True\r\n",
-			want: subnetEnv{networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.21.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "FALSE",
 			in:   "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.21.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=FALSE\n",
-			want: subnetEnv{networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.21.0/24"), mtu: 1450, hasMTU: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), MTU: 1450, HasMTU: true, HasIPMasq: true},
 		},
 		{
 			name: "several networks, duplicates dropped, order kept",
 			in:   "FLANNEL_NETWORK=10.244.0.0/16,192.168.0.0/16,10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.244.0.0/16", "192.168.0.0/16"), subnet: netip.MustParsePrefix("10.244.3.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.244.0.0/16", "192.168.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "host bits make the same network a duplicate; blanks and empty elements tolerated",
 			in:   "FLANNEL_NETWORK=10.244.0.0/16, 10.244.9.9/16 ,,172.16.0.0/12,\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.244.0.0/16", "172.16.0.0/12"), subnet: netip.MustParsePrefix("10.244.3.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.244.0.0/16", "172.16.0.0/12"), Subnet: netip.MustParsePrefix("10.244.3.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "last value wins, comments and unknown keys ignored",
 			in:   "# written by hand\nFLANNEL_MTU=1500\nFOO=bar\nnot a pair\nFLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.21.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.21.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "MTU zero is accepted, as upstream",
 			in:   "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.21.1/24\nFLANNEL_MTU=0\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.5.0.0/16"), subnet: netip.MustParsePrefix("10.5.21.0/24"), hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.5.0.0/16"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 		{
 			name: "ipv4-mapped network is read as upstream prints it",
 			in:   "FLANNEL_NETWORK=::ffff:10.0.0.0/104\nFLANNEL_SUBNET=10.5.21.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			want: subnetEnv{networks: prefixes("10.0.0.0/8"), subnet: netip.MustParsePrefix("10.5.21.0/24"), mtu: 1450, hasMTU: true, ipMasq: true, hasIPMasq: true},
+			want: subnetEnv{Networks: prefixes("10.0.0.0/8"), Subnet: netip.MustParsePrefix("10.5.21.0/24"), MTU: 1450, HasMTU: true, IPMasq: true, HasIPMasq: true},
 		},
 	}
 	for _, tt := range tests {
@@ -84,10 +84,10 @@ func TestParseSubnetEnv(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseSubnetEnv: %v", err)
 			}
-			if !slices.Equal(got.networks, tt.want.networks) || !slices.Equal(got.ip6Networks, tt.want.ip6Networks) ||
-				got.subnet != tt.want.subnet || got.ip6Subnet != tt.want.ip6Subnet ||
-				got.mtu != tt.want.mtu || got.hasMTU != tt.want.hasMTU ||
-				got.ipMasq != tt.want.ipMasq || got.hasIPMasq != tt.want.hasIPMasq {
+			if !slices.Equal(got.Networks, tt.want.Networks) || !slices.Equal(got.IPv6Networks, tt.want.IPv6Networks) ||
+				got.Subnet != tt.want.Subnet || got.IPv6Subnet != tt.want.IPv6Subnet ||
+				got.MTU != tt.want.MTU || got.HasMTU != tt.want.HasMTU ||
+				got.IPMasq != tt.want.IPMasq || got.HasIPMasq != tt.want.HasIPMasq {
 				t.Errorf("got  %+v\nwant %+v", *got, tt.want)
 			}
 		})
