@@ -44,6 +44,36 @@ type EnvFile struct {
 // without '=' (comments among them) and unknown keys are ignored; the last
 // value of a key wins.
 func ParseEnvFile(data []byte, name string) (*EnvFile, error) {
+	return parseEnvFile(data, name, false)
+}
+
+// ParseEnvFileExact parses subnet.env content as upstream's CNI plugin
+// splits it: keys and values byte for byte, no blanks trimmed and no quotes
+// removed (so "FLANNEL_MTU = 1450" sets nothing). Values are then read as
+// ParseEnvFile reads them.
+func ParseEnvFileExact(data []byte, name string) (*EnvFile, error) {
+	return parseEnvFile(data, name, true)
+}
+
+// An EnvError is a subnet.env value that means nothing.
+type EnvError struct {
+	File  string // "" when the caller gave no name
+	Line  int
+	Key   string
+	Value string
+	Err   error
+}
+
+func (e *EnvError) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Key, e.Err)
+	}
+	return fmt.Sprintf("%s line %d: %s: %v", e.File, e.Line, e.Key, e.Err)
+}
+
+func (e *EnvError) Unwrap() error { return e.Err }
+
+func parseEnvFile(data []byte, name string, exact bool) (*EnvFile, error) {
 	e := &EnvFile{}
 	s := bufio.NewScanner(bytes.NewReader(data))
 	lineNo := 0
@@ -54,8 +84,10 @@ func ParseEnvFile(data []byte, name string) (*EnvFile, error) {
 		if !ok {
 			continue
 		}
-		key = strings.TrimSpace(key)
-		value = unquote(strings.TrimSpace(value))
+		if !exact {
+			key = strings.TrimSpace(key)
+			value = unquote(strings.TrimSpace(value))
+		}
 
 		var err error
 		switch key {
@@ -78,10 +110,7 @@ func ParseEnvFile(data []byte, name string) (*EnvFile, error) {
 			continue
 		}
 		if err != nil {
-			if name == "" {
-				return nil, fmt.Errorf("line %d: %s: %w", lineNo, key, err)
-			}
-			return nil, fmt.Errorf("%s line %d: %s: %w", name, lineNo, key, err)
+			return nil, &EnvError{File: name, Line: lineNo, Key: key, Value: value, Err: err}
 		}
 	}
 	if err := s.Err(); err != nil {

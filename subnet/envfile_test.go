@@ -1,6 +1,7 @@
 package subnet
 
 import (
+	"errors"
 	"net"
 	"testing"
 )
@@ -24,4 +25,27 @@ func FuzzParseCIDR(f *testing.F) {
 			t.Errorf("parseCIDR(%q) = %s, upstream prints %s", s, got, ipn)
 		}
 	})
+}
+
+// The exact syntax (upstream's split) sets nothing for a key with blanks
+// around it and keeps quotes; both syntaxes report a bad value with its
+// file, line, key and value.
+func TestParseEnvFileExact(t *testing.T) {
+	in := []byte("FLANNEL_SUBNET=10.5.3.1/24\nFLANNEL_MTU = 1400\nFLANNEL_IPMASQ=true\n")
+	f, err := ParseEnvFileExact(in, "")
+	if err != nil || f.HasMTU || f.Subnet.String() != "10.5.3.0/24" || !f.IPMasq {
+		t.Errorf("exact: %+v %v", f, err)
+	}
+	if f, err = ParseEnvFile(in, ""); err != nil || !f.HasMTU || f.MTU != 1400 {
+		t.Errorf("lenient: %+v %v", f, err)
+	}
+	if _, err := ParseEnvFileExact([]byte(`FLANNEL_MTU="1400"`), ""); err == nil {
+		t.Error("exact: quotes removed")
+	}
+	_, err = ParseEnvFile([]byte("# x\nFLANNEL_MTU= big \n"), "/run/flannel/subnet.env")
+	var ee *EnvError
+	if !errors.As(err, &ee) || ee.File != "/run/flannel/subnet.env" || ee.Line != 2 || ee.Key != "FLANNEL_MTU" || ee.Value != "big" ||
+		err.Error() != `/run/flannel/subnet.env line 2: FLANNEL_MTU: strconv.ParseUint: parsing "big": invalid syntax` {
+		t.Errorf("error %#v: %v", ee, err)
+	}
 }

@@ -1,13 +1,12 @@
 package lab
 
 import (
-	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
+
+	"github.com/flannelng/flannel/subnet"
 )
 
 // SubnetEnv is what the lab needs from a host's subnet.env to wire pods by
@@ -33,52 +32,34 @@ func ReadSubnetEnv(path string) (SubnetEnv, error) {
 	return env, nil
 }
 
-// ParseSubnetEnv parses subnet.env the way the flannel CNI plugin does: lines
-// split on the first '=', exact keys, no trimming, the last value wins.
+// ParseSubnetEnv parses subnet.env the way upstream's flannel CNI plugin
+// splits it (subnet.ParseEnvFileExact: lines split on the first '=', exact
+// keys, no trimming, the last value wins), then requires a pod subnet and an
+// MTU a link can have.
 func ParseSubnetEnv(b []byte) (SubnetEnv, error) {
-	var env SubnetEnv
-	var haveMTU bool
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch key {
-		case "FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET":
-			p, err := netip.ParsePrefix(val)
-			if err != nil {
-				return SubnetEnv{}, fmt.Errorf("%s: %w", key, err)
-			}
-			if key == "FLANNEL_SUBNET" {
-				if !p.Addr().Is4() {
-					return SubnetEnv{}, fmt.Errorf("%s=%s is not an IPv4 prefix", key, val)
-				}
-				env.Subnet = p.Masked()
-			} else {
-				if !p.Addr().Is6() || p.Addr().Is4In6() {
-					return SubnetEnv{}, fmt.Errorf("%s=%s is not an IPv6 prefix", key, val)
-				}
-				env.Subnet6 = p.Masked()
-			}
-		case "FLANNEL_MTU":
-			mtu, err := strconv.Atoi(val)
-			if err != nil || mtu < 68 || mtu > 65535 {
-				return SubnetEnv{}, fmt.Errorf("FLANNEL_MTU=%q is not an MTU between 68 and 65535", val)
-			}
-			env.MTU, haveMTU = mtu, true
-		}
+	f, err := subnet.ParseEnvFileExact(b, "")
+	if ee := (*subnet.EnvError)(nil); errors.As(err, &ee) {
+		return SubnetEnv{}, fmt.Errorf("%s=%q: %w", ee.Key, ee.Value, ee.Err)
 	}
-	if err := sc.Err(); err != nil {
+	if err != nil {
 		return SubnetEnv{}, err
+	}
+	env := SubnetEnv{Subnet: f.Subnet, Subnet6: f.IPv6Subnet, MTU: int(f.MTU)}
+	if env.Subnet.IsValid() && !env.Subnet.Addr().Is4() {
+		return SubnetEnv{}, fmt.Errorf("FLANNEL_SUBNET=%s is not an IPv4 prefix", env.Subnet)
+	}
+	if env.Subnet6.IsValid() && !env.Subnet6.Addr().Is6() {
+		return SubnetEnv{}, fmt.Errorf("FLANNEL_IPV6_SUBNET=%s is not an IPv6 prefix", env.Subnet6)
 	}
 	if !env.Subnet.IsValid() && !env.Subnet6.IsValid() {
 		return SubnetEnv{}, fmt.Errorf("no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET")
 	}
-	if !haveMTU {
+	if !f.HasMTU {
 		return SubnetEnv{}, fmt.Errorf("no FLANNEL_MTU")
 	}
-	var err error
+	if env.MTU < 68 || env.MTU > 65535 {
+		return SubnetEnv{}, fmt.Errorf("FLANNEL_MTU=%d is not an MTU between 68 and 65535", env.MTU)
+	}
 	if env.Subnet.IsValid() {
 		if env.Gateway, err = nthAddr(env.Subnet, 1); err != nil {
 			return SubnetEnv{}, fmt.Errorf("FLANNEL_SUBNET: %w", err)
