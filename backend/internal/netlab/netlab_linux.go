@@ -21,6 +21,7 @@ import (
 
 	"github.com/flannelng/flannel/backend"
 	"github.com/flannelng/flannel/internal/testns"
+	"github.com/flannelng/flannel/pkg/nldump"
 )
 
 // RequireRoot skips the test unless it runs as root with iproute2
@@ -204,7 +205,7 @@ func FindRoute(t testing.TB, h *netlink.Handle, dst string) (netlink.Route, bool
 	if strings.Contains(dst, ":") {
 		fam = netlink.FAMILY_V6
 	}
-	rs, err := h.RouteList(nil, fam)
+	rs, err := nldump.Retry("list routes", func() ([]netlink.Route, error) { return h.RouteList(nil, fam) })
 	if err != nil {
 		t.Fatal(err)
 	}
