@@ -232,11 +232,10 @@ func readTarGz(t *testing.T, b []byte) map[string]tarFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := strings.TrimPrefix(hdr.Name, "./")
-		if hdr.Typeflag == tar.TypeDir {
-			if name != "" {
-				t.Errorf("tarball has a directory %s, want a flat one as upstream's", name)
-			}
+		// Flat, as upstream's: flanneld, not ./flanneld or a directory.
+		name := hdr.Name
+		if hdr.Typeflag != tar.TypeReg || strings.Contains(name, "/") {
+			t.Errorf("tarball entry %q (type %c), want plain files without a directory", name, hdr.Typeflag)
 			continue
 		}
 		data, err := io.ReadAll(tr)

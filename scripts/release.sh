@@ -56,7 +56,9 @@ for arch in $ARCHES; do
 	cp dist/mk-docker-opts.sh dist/flanneld.service dist/flanneld.env dist/10-flannel.conflist README.md CHANGELOG.md "$dir/"
 	chmod 0755 "$dir/flanneld" "$dir/flannel" "$dir/flannelctl" "$dir/mk-docker-opts.sh"
 	chmod 0644 "$dir/flanneld.service" "$dir/flanneld.env" "$dir/10-flannel.conflist" "$dir/README.md" "$dir/CHANGELOG.md"
-	tar -C "$dir" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -cf - . |
+	# Flat, file names only (flanneld, not ./flanneld), as upstream's.
+	# shellcheck disable=SC2046 # the names have no blanks
+	tar -C "$dir" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -cf - $(cd "$dir" && LC_ALL=C ls) |
 		gzip -9n >"$OUT/flannel-$VERSION-linux-$arch.tar.gz"
 done
 
