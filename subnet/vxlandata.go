@@ -106,9 +106,10 @@ func decodeCanonicalVXLAN(raw []byte) (p VXLANPeer, ok bool) {
 	if n == 0 || n > 10 || (n > 1 && b[0] == '0') {
 		return p, false // JSON allows no leading zeros
 	}
-	v := 0
+	// int64: ten digits overflow a 32-bit int (GOARCH=arm).
+	v := int64(0)
 	for _, c := range b[:n] {
-		v = v*10 + int(c-'0')
+		v = v*10 + int64(c-'0')
 	}
 	if v > math.MaxUint32 {
 		return p, false
