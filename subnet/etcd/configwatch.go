@@ -25,9 +25,14 @@ import (
 // and its end (a read succeeds) exactly as any other request does:
 //   - WithRequireLeader: the member ends the watch when it loses its
 //     leader;
-//   - the client connection leaving READY: the gRPC keepalive (NewClient:
-//     every few seconds on a silent connection) turns a dead or cut-off
-//     etcd into a closed transport, and a stopped etcd closes it at once.
+//   - the client connection not READY for connGrace: the gRPC keepalive
+//     (NewClient: every few seconds on a silent connection) turns a dead
+//     or cut-off etcd into a closed transport, and a stopped etcd closes
+//     it at once. A connection back within connGrace costs nothing: the
+//     client resumes the watch where it was. An overloaded etcd that
+//     misses keepalives drops every client's connection at once
+//     (measured with 5,000 nodes, docs/benchmarks.md), and a read by each
+//     on every drop would add to its load.
 //
 // The read is also where the watch starts again: from the read's revision,
 // so a change made while no watch ran is the read's value, and one made
@@ -39,7 +44,7 @@ var _ subnet.ConfigWatcher = (*Manager)(nil)
 // error that makes it invalid, if any. A deleted config is not reported.
 // It returns nil when ctx ends; it retries everything else with back-off.
 func (m *Manager) WatchConfig(ctx context.Context, running []byte, changed func(raw []byte, err error)) error {
-	cw := &configWatch{m: m, last: string(running), changed: changed}
+	cw := &configWatch{m: m, last: string(running), changed: changed, grace: connGrace}
 	cw.run(ctx, 0)
 	return nil
 }
@@ -49,7 +54,13 @@ type configWatch struct {
 	m       *Manager
 	last    string // the text last delivered
 	changed func([]byte, error)
+	grace   time.Duration // connGrace; tests change it
 }
+
+// connGrace is how long the client connection may be down before the
+// watch is ended and the key read (which logs an outage): longer than a
+// reconnect to a live etcd (NewClient's back-off is at most 2 s).
+const connGrace = 5 * time.Second
 
 // configWatchBackoff bounds the wait between two reads after a watch
 // ended. During an outage each read itself waits for the connection
@@ -135,7 +146,7 @@ func (cw *configWatch) follow(ctx context.Context, rev int64) string {
 	defer cancel()
 	lost := make(chan struct{})
 	go func() {
-		connLost(wctx, m.cli)
+		connDown(wctx, m.cli, cw.grace)
 		close(lost)
 	}()
 	events := m.cli.Watch(clientv3.WithRequireLeader(wctx), m.ConfigKey(), clientv3.WithRev(rev+1))
@@ -147,7 +158,7 @@ func (cw *configWatch) follow(ctx context.Context, rev int64) string {
 			if ctx.Err() != nil {
 				return "cancelled"
 			}
-			return "connection to etcd lost"
+			return "connection to etcd down for " + cw.grace.String()
 		case resp, ok := <-events:
 			switch {
 			case !ok:
@@ -171,10 +182,11 @@ func (cw *configWatch) follow(ctx context.Context, rev int64) string {
 	}
 }
 
-// connLost returns when the client's connection, once READY, leaves that
-// state (a closed transport: etcd stopped, or the gRPC keepalive found it
-// dead), or when ctx ends. While it stays READY, it costs etcd nothing.
-func connLost(ctx context.Context, cli *clientv3.Client) {
+// connDown returns when the client's connection, once READY, has not
+// been READY again for grace (etcd stopped, or the gRPC keepalive found it
+// dead), or when ctx ends. While the connection stays up it costs etcd
+// nothing.
+func connDown(ctx context.Context, cli *clientv3.Client, grace time.Duration) {
 	conn := cli.ActiveConnection()
 	if conn == nil {
 		<-ctx.Done()
@@ -182,13 +194,25 @@ func connLost(ctx context.Context, cli *clientv3.Client) {
 	}
 	s := conn.GetState()
 	ready := s == connectivity.Ready
-	for conn.WaitForStateChange(ctx, s) {
-		s = conn.GetState()
-		switch {
-		case s == connectivity.Ready:
-			ready = true
-		case ready || s == connectivity.Shutdown:
+	for {
+		if ready && s != connectivity.Ready {
+			if s == connectivity.Shutdown {
+				return
+			}
+			// Down: give the client grace to reconnect.
+			gctx, cancel := context.WithTimeout(ctx, grace)
+			for s != connectivity.Ready && conn.WaitForStateChange(gctx, s) {
+				s = conn.GetState()
+			}
+			cancel()
+			if ctx.Err() != nil || s != connectivity.Ready {
+				return
+			}
+		}
+		if !conn.WaitForStateChange(ctx, s) {
 			return
 		}
+		s = conn.GetState()
+		ready = ready || s == connectivity.Ready
 	}
 }

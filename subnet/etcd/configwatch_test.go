@@ -188,7 +188,8 @@ func TestWatchConfigAcrossRestart(t *testing.T) {
 	d := newDelivered()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go m.WatchConfig(wctx, []byte(cfgA), d.changed)
+	cw := &configWatch{m: m, last: cfgA, changed: d.changed, grace: time.Second}
+	go cw.run(wctx, 0)
 	putConfig(t, cli, "/coreos.com/network", cfgB)
 	d.waitFor(t, 1, cfgB, log)
 
@@ -224,5 +225,41 @@ func TestWatchConfigAcrossRestart(t *testing.T) {
 		if n := strings.Count(log.String(), line); n != 1 {
 			t.Errorf("%q logged %d times, want once:\n%s", line, n, log)
 		}
+	}
+}
+
+// A connection back within the grace costs no request: the client resumes
+// the watch where it was, and a change made meanwhile still arrives, once.
+func TestWatchConfigRidesOutAShortDrop(t *testing.T) {
+	te := startEtcd(t)
+	cli := te.client(t)
+	putConfig(t, cli, "/coreos.com/network", cfgA)
+	ctx := ctxT(t, 60*time.Second)
+	o, requests := countingOptions(Options{RPCTimeout: time.Second})
+	m, log := newManager(t, cli, o)
+	d := newDelivered()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cw := &configWatch{m: m, last: cfgA, changed: d.changed, grace: time.Minute}
+	go cw.run(wctx, 0)
+	putConfig(t, cli, "/coreos.com/network", cfgB)
+	d.waitFor(t, 1, cfgB, log)
+
+	te.stop()
+	te.start()
+	cli2 := te.client(t)
+	if _, err := cli2.Put(ctx, "/coreos.com/network/config", cfgC); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor(t, 2, cfgC, log)
+	time.Sleep(300 * time.Millisecond)
+	if got := d.list(); len(got) != 2 {
+		t.Errorf("deliveries %q, want B, C", got)
+	}
+	if r := requests(); r["get"] != 1 || len(r) != 1 {
+		t.Errorf("requests %v, want only the first read", r)
+	}
+	if strings.Contains(log.String(), "unreachable") {
+		t.Errorf("a short drop was logged as an outage:\n%s", log)
 	}
 }
