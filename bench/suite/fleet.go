@@ -150,6 +150,7 @@ type StormResult struct {
 	// a full network).
 	OtherRetries int
 	Requests     RequestCounts // the lease sources' requests (Options.OnRequest), by kind
+	Failed       RequestCounts // those that failed, by kind and error
 	Server       RequestCounts // etcd's received gRPC messages during the storm
 	EtcdCPU      time.Duration // etcd's utime+stime during the storm
 	// NodesCPU is the simulated nodes' CPU (this process's) during the
@@ -173,8 +174,8 @@ func (r StormResult) Line() string {
 	if r.AcquireOnly {
 		name += " (acquire only, no watchers)"
 	}
-	return fmt.Sprintf("%s: %s; %d overlaps; %s lost races, %d other retries; lease source requests %s; etcd received %s; CPU: etcd %s, the nodes %s; steps (median/last node): %s",
-		name, held, r.Overlaps, thousands(int64(r.LostRaces)), r.OtherRetries, r.Requests, r.Server, FormatDuration(r.EtcdCPU), FormatDuration(r.NodesCPU),
+	return fmt.Sprintf("%s: %s; %d overlaps; %s lost races, %d other retries; lease source requests %s, failed %s; etcd received %s; CPU: etcd %s, the nodes %s; steps (median/last node): %s",
+		name, held, r.Overlaps, thousands(int64(r.LostRaces)), r.OtherRetries, r.Requests, r.Failed, r.Server, FormatDuration(r.EtcdCPU), FormatDuration(r.NodesCPU),
 		phasesString(r.Steps))
 }
 
@@ -191,6 +192,14 @@ type FleetIdleResult struct {
 	EtcdCPU  time.Duration // etcd's utime+stime over Window
 	EtcdRSS  uint64        // etcd's resident set at the end of Window
 	NodesCPU time.Duration // the simulated nodes' CPU (this process's) over Window
+	// The lease watcher's periodic re-list (every RelistEvery, give or
+	// take a tenth: one listing of all N leases) first comes 9 minutes
+	// after a node starts, outside any short window, so the simulated
+	// nodes run without it and it is priced apart: ListCPU is etcd's CPU
+	// for one listing of the N leases (mean of ListSamples).
+	RelistEvery time.Duration
+	ListCPU     time.Duration
+	ListSamples int
 }
 
 func perNodeMinute(n int64, nodes int, window time.Duration) float64 {
@@ -204,6 +213,30 @@ func perNodeMinute(n int64, nodes int, window time.Duration) float64 {
 // received beyond the lease keepalive stream, per node per minute.
 func (r FleetIdleResult) PerNodeMinute() float64 {
 	return perNodeMinute(r.Server.Without(keepaliveMethod).Total(), r.N, r.Window)
+}
+
+// RelistPerNodeMinute is the periodic re-list's share of the idle
+// requests: one listing per node every RelistEvery.
+func (r FleetIdleResult) RelistPerNodeMinute() float64 {
+	if r.RelistEvery <= 0 {
+		return 0
+	}
+	return 1 / r.RelistEvery.Minutes()
+}
+
+// SteadyPerNodeMinute is what an idle node asks of etcd in the long run,
+// beyond the lease keepalives: the window's requests and the re-list.
+func (r FleetIdleResult) SteadyPerNodeMinute() float64 {
+	return r.PerNodeMinute() + r.RelistPerNodeMinute()
+}
+
+// RelistCPUShare is the re-lists' etcd CPU in the long run, as a share of
+// one core: N listings every RelistEvery.
+func (r FleetIdleResult) RelistCPUShare() float64 {
+	if r.RelistEvery <= 0 {
+		return 0
+	}
+	return float64(r.N) * float64(r.ListCPU) / float64(r.RelistEvery)
 }
 
 // ClientPerNodeMinute is the lease sources' own count of their requests,
@@ -227,9 +260,12 @@ func (r FleetIdleResult) Line() string {
 		how = "config read every 5 s (before issue 19)"
 	}
 	return fmt.Sprintf("idle fleet N=%d, %s, window %s (fleet up in %s): etcd received %.2f requests per node per minute beyond lease keepalives (%s), "+
-		"the lease sources counted %.2f (%s); etcd CPU %s = %.1f%% of a core, RSS %s; the nodes' CPU %s",
+		"the lease sources counted %.2f (%s); etcd CPU %s = %.1f%% of a core, RSS %s; the nodes' CPU %s; "+
+		"plus the periodic re-list (every %s, not in the window): %.2f per node per minute, %s of etcd CPU per listing of %d leases = %.1f%% of a core; "+
+		"in the long run %.2f requests per node per minute",
 		r.N, how, FormatDuration(r.Window), FormatDuration(r.Setup), r.PerNodeMinute(), r.Server, r.ClientPerNodeMinute(), r.Requests,
-		FormatDuration(r.EtcdCPU), 100*r.EtcdCPUShare(), FormatMiB(r.EtcdRSS), FormatDuration(r.NodesCPU))
+		FormatDuration(r.EtcdCPU), 100*r.EtcdCPUShare(), FormatMiB(r.EtcdRSS), FormatDuration(r.NodesCPU),
+		r.RelistEvery, r.RelistPerNodeMinute(), FormatDuration(r.ListCPU), r.N, 100*r.RelistCPUShare(), r.SteadyPerNodeMinute())
 }
 
 // ChurnResult is a tenth (Restarted) of an idle fleet restarting at once.
@@ -241,8 +277,10 @@ type ChurnResult struct {
 	// of the daemon), which writes nothing.
 	NewMAC bool
 	// Rejoined is the time from the restart until every restarted node
-	// held its lease again.
-	Rejoined time.Duration
+	// held its lease again; zero when Unrejoined of them had not within
+	// the bound (5 minutes).
+	Rejoined   time.Duration
+	Unrejoined int
 	// Converged is the time until every other node's peer watcher held
 	// every restarted node's new lease (NewMAC only; zero otherwise, or
 	// when not all converged within the bound, see Unconverged).
@@ -254,6 +292,7 @@ type ChurnResult struct {
 	EventsMean, PassesMean float64
 	EventsMax, PassesMax   int64
 	Requests               RequestCounts
+	Failed                 RequestCounts // failed requests by kind and error
 	Server                 RequestCounts
 	EtcdCPU, NodesCPU      time.Duration
 }
@@ -269,10 +308,17 @@ func (r ChurnResult) Line() string {
 			conv = fmt.Sprintf("%d other nodes had not converged", r.Unconverged)
 		}
 	}
-	return fmt.Sprintf("churn N=%d, %d restarted at once (%s): all held their leases again after %s; %s; "+
-		"each other node took %.1f lease events (most %d) in %.1f passes (most %d); lease source requests %s; etcd received %s; CPU: etcd %s, the nodes %s",
-		r.N, r.Restarted, what, FormatDuration(r.Rejoined), conv, r.EventsMean, r.EventsMax, r.PassesMean, r.PassesMax,
-		r.Requests, r.Server, FormatDuration(r.EtcdCPU), FormatDuration(r.NodesCPU))
+	back := "all held their leases again after " + FormatDuration(r.Rejoined)
+	if r.Unrejoined > 0 {
+		back = fmt.Sprintf("%d of them had not held their leases again after 5 minutes", r.Unrejoined)
+		if r.NewMAC {
+			conv = "convergence not measured"
+		}
+	}
+	return fmt.Sprintf("churn N=%d, %d restarted at once (%s): %s; %s; "+
+		"each other node took %.1f lease events (most %d) in %.1f passes (most %d); lease source requests %s, failed %s; etcd received %s; CPU: etcd %s, the nodes %s",
+		r.N, r.Restarted, what, back, conv, r.EventsMean, r.EventsMax, r.PassesMean, r.PassesMax,
+		r.Requests, r.Failed, r.Server, FormatDuration(r.EtcdCPU), FormatDuration(r.NodesCPU))
 }
 
 // DaemonsResult is N real flanneld processes started at once, twice:
@@ -280,9 +326,14 @@ func (r ChurnResult) Line() string {
 // etcd (no allocation), and one of them restarted alone.
 type DaemonsResult struct {
 	N int
-	// Spawn is how long starting the N processes took (they count from
-	// the first start).
-	Spawn time.Duration
+	// Spawn and SpawnRestart are how long starting the N processes took
+	// (`ip netns exec` each; times count from the first start).
+	Spawn, SpawnRestart time.Duration
+	// Own and OwnRestart are each daemon's own start-up in the storm,
+	// from its "Starting flanneld" line to its "Wrote subnet file" line:
+	// median and most. They leave out the spawning, which on a busy
+	// machine is most of a storm.
+	OwnFirst, OwnRestart Phase
 	// First and Restart are the times from the first start until every
 	// subnet.env was written (rewritten), and ReadyFirst and
 	// ReadyRestart until every daemon logged "flannel is ready".
@@ -374,6 +425,28 @@ func phasesString(ps []Phase) string {
 	return strings.Join(parts, ", ")
 }
 
+// OwnStartup returns each daemon's own start-up (see DaemonsResult.Own)
+// from one storm's logs: median and most, and how many daemons logged
+// both lines.
+func OwnStartup(logs []string) Phase {
+	var ds []time.Duration
+	for _, log := range logs {
+		var up, env time.Time
+		for _, line := range strings.Split(log, "\n") {
+			switch {
+			case up.IsZero() && strings.Contains(line, `msg="Starting flanneld"`):
+				up, _ = logLineTime(line)
+			case env.IsZero() && strings.Contains(line, "Wrote subnet file"):
+				env, _ = logLineTime(line)
+			}
+		}
+		if !up.IsZero() && !env.IsZero() {
+			ds = append(ds, env.Sub(up))
+		}
+	}
+	return Phase{Name: "own start-up", N: len(ds), Median: Percentile(ds, 0.5), Last: Percentile(ds, 1)}
+}
+
 // Ratio is First / Restart; the target is at most 1.1.
 func (r DaemonsResult) Ratio() float64 {
 	if r.Restart <= 0 {
@@ -384,11 +457,11 @@ func (r DaemonsResult) Ratio() float64 {
 
 // Line prints the real daemons' figures.
 func (r DaemonsResult) Line() string {
-	return fmt.Sprintf("real daemons N=%d (vxlan, started in %s): every subnet.env written after %s (all ready %s); restarted with their leases in etcd: rewritten after %s (all ready %s); "+
-		"ratio %.2f; CPU per daemon: first start %s (most %s), restart storm %s (most %s), one daemon restarted alone %s (subnet.env %s); "+
+	return fmt.Sprintf("real daemons N=%d (vxlan, started in %s): every subnet.env written after %s (all ready %s); restarted with their leases in etcd (started in %s): rewritten after %s (all ready %s); "+
+		"ratio %.2f; each daemon's own start-up (its first log line to subnet.env, median/most): %s/%s first, %s/%s restart; CPU per daemon: first start %s (most %s), restart storm %s (most %s), one daemon restarted alone %s (subnet.env %s); "+
 		"etcd CPU %s / %s, etcd received %s / %s; steps (median/last daemon from the first start): first start: %s; restart storm: %s",
-		r.N, FormatDuration(r.Spawn), FormatDuration(r.First), FormatDuration(r.ReadyFirst), FormatDuration(r.Restart), FormatDuration(r.ReadyRestart),
-		r.Ratio(), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax),
+		r.N, FormatDuration(r.Spawn), FormatDuration(r.First), FormatDuration(r.ReadyFirst), FormatDuration(r.SpawnRestart), FormatDuration(r.Restart), FormatDuration(r.ReadyRestart),
+		r.Ratio(), FormatDuration(r.OwnFirst.Median), FormatDuration(r.OwnFirst.Last), FormatDuration(r.OwnRestart.Median), FormatDuration(r.OwnRestart.Last), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax),
 		FormatDuration(r.LoneCPU), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart,
 		phasesString(r.PhasesFirst), phasesString(r.PhasesRestart))
 }
@@ -440,13 +513,13 @@ func FleetTargets(r FleetResults) []Target {
 		if r.Idle[i].Poll {
 			continue
 		}
-		if worst == nil || r.Idle[i].PerNodeMinute() > worst.PerNodeMinute() {
+		if worst == nil || r.Idle[i].SteadyPerNodeMinute() > worst.SteadyPerNodeMinute() {
 			worst = &r.Idle[i]
 		}
 	}
 	if worst != nil {
-		t.Measured, t.Met = true, worst.PerNodeMinute() <= 1
-		t.Got = fmt.Sprintf("%.2f (worst: N=%d)", worst.PerNodeMinute(), worst.N)
+		t.Measured, t.Met = true, worst.SteadyPerNodeMinute() <= 1
+		t.Got = fmt.Sprintf("%.2f (worst: N=%d; %.2f of it the periodic re-list)", worst.SteadyPerNodeMinute(), worst.N, worst.RelistPerNodeMinute())
 	}
 	return append(ts, t)
 }

@@ -102,8 +102,11 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 				return 0, 0, err
 			}
 		}
-		if res.Spawn == 0 {
+		switch run {
+		case "first":
 			res.Spawn = time.Since(start)
+		case "restart":
+			res.SpawnRestart = time.Since(start)
 		}
 		pending := append([]int(nil), which...)
 		for len(pending) > 0 {
@@ -160,12 +163,12 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		all[i] = i
 	}
 	// measure runs one storm with etcd's CPU and requests around it.
-	phases := func() []Phase {
-		logs := make([]string, len(procs))
+	logs := func() []string {
+		out := make([]string, len(procs))
 		for i, p := range procs {
-			logs[i] = p.Log()
+			out[i] = p.Log()
 		}
-		return DaemonPhases(logs, stormStart)
+		return out
 	}
 	measure := func(which []int, run, name string) (env, ready, cpuMean, cpuMost, ecpu time.Duration, srv RequestCounts, err error) {
 		srv0, err := received()
@@ -194,14 +197,14 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	if res.First, res.ReadyFirst, res.CPUFirstMean, res.CPUFirstMax, res.EtcdCPUFirst, res.ServerFirst, err = measure(all, "first", "first start"); err != nil {
 		return res, err
 	}
-	res.PhasesFirst = phases()
+	res.PhasesFirst, res.OwnFirst = DaemonPhases(logs(), stormStart), OwnStartup(logs())
 	if err := stop(all); err != nil {
 		return res, err
 	}
 	if res.Restart, res.ReadyRestart, res.CPURestartMean, res.CPURestartMax, res.EtcdCPURestart, res.ServerRestart, err = measure(all, "restart", "restart storm"); err != nil {
 		return res, err
 	}
-	res.PhasesRestart = phases()
+	res.PhasesRestart, res.OwnRestart = DaemonPhases(logs(), stormStart), OwnStartup(logs())
 	if err := stop([]int{0}); err != nil {
 		return res, err
 	}

@@ -240,26 +240,48 @@ func (c *logCounter) count(sub string) int {
 	return n
 }
 
-// reqCounter is the simulated nodes' Options.OnRequest.
+// reqCounter is the simulated nodes' Options.OnRequest: requests by
+// kind, and the failed ones by kind and error.
 type reqCounter struct {
-	mu sync.Mutex
-	n  RequestCounts
+	mu   sync.Mutex
+	n    RequestCounts
+	errs RequestCounts
 }
 
-func (c *reqCounter) on(kind string, _ time.Duration, _ error) {
+func (c *reqCounter) on(kind string, _ time.Duration, err error) {
 	c.mu.Lock()
 	c.n[kind]++
+	if err != nil {
+		c.errs[kind+": "+errClass(err)]++
+	}
 	c.mu.Unlock()
 }
 
-func (c *reqCounter) snapshot() RequestCounts {
+// errClass shortens a request's error to what tells failures apart.
+func errClass(err error) string {
+	s := err.Error()
+	for _, c := range []string{"deadline exceeded", "too many requests", "no leader", "too_many_pings", "connection is closing", "Unavailable", "canceled"} {
+		if strings.Contains(s, c) {
+			return c
+		}
+	}
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+func (c *reqCounter) snapshot() (requests, errs RequestCounts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := RequestCounts{}
+	requests, errs = RequestCounts{}, RequestCounts{}
 	for k, v := range c.n {
-		out[k] = v
+		requests[k] = v
 	}
-	return out
+	for k, v := range c.errs {
+		errs[k] = v
+	}
+	return requests, errs
 }
 
 // simFleet is a set of simulated nodes sharing one etcd server.
@@ -277,7 +299,7 @@ type simFleet struct {
 
 func newSimFleet(e *FleetEtcd, logf func(string, ...any)) *simFleet {
 	lc := newLogCounter(logf)
-	return &simFleet{etcd: e, log: slog.New(lc), logs: lc, reqs: &reqCounter{n: RequestCounts{}}}
+	return &simFleet{etcd: e, log: slog.New(lc), logs: lc, reqs: &reqCounter{n: RequestCounts{}, errs: RequestCounts{}}}
 }
 
 // simNode is one simulated node: its own etcd client (one connection, as
@@ -346,7 +368,14 @@ func (f *simFleet) joinRun(ctx context.Context, n *simNode, shared *etcdsubnet.L
 	if err != nil {
 		return err
 	}
-	m := etcdsubnet.New(cli, etcdsubnet.Options{Log: f.log, OnRequest: f.reqs.on})
+	mo := etcdsubnet.Options{Log: f.log, OnRequest: f.reqs.on}
+	if shared != nil {
+		// The watcher holds no starting set, so its periodic re-list
+		// would fill it (5,000 nodes × 5,000 leases) and call every
+		// lease a missed event. Off here; IdleFleet prices it instead.
+		mo.Relist = -1
+	}
+	m := etcdsubnet.New(cli, mo)
 	fail := func(err error) error {
 		cli.Close()
 		return err
@@ -588,7 +617,7 @@ func JoinStorm(ctx context.Context, o FleetOptions, n int) (StormResult, error) 
 		return res, err
 	}
 	res.Server = srv1.Sub(srv0)
-	res.Requests = f.reqs.snapshot()
+	res.Requests, res.Failed = f.reqs.snapshot()
 	res.LostRaces = f.logs.count("race lost")
 	res.OtherRetries = f.logs.count("Failed to acquire lease")
 	res.Overlaps = overlaps(leases)
@@ -753,18 +782,24 @@ func IdleFleet(ctx context.Context, o FleetOptions, n int) (FleetIdleResult, []C
 	if err != nil {
 		return res, nil, err
 	}
-	req0, cpu0, self0 := f.reqs.snapshot(), e.CPU(), selfCPU()
+	req0, _ := f.reqs.snapshot()
+	cpu0, self0 := e.CPU(), selfCPU()
 	if !sleepCtx(ctx, o.Window) {
 		return res, nil, ctx.Err()
 	}
 	res.EtcdCPU, res.NodesCPU = e.CPU()-cpu0, selfCPU()-self0
-	res.Requests = f.reqs.snapshot().Sub(req0)
+	req1, _ := f.reqs.snapshot()
+	res.Requests = req1.Sub(req0)
 	srv1, err := e.Received(ctx)
 	if err != nil {
 		return res, nil, err
 	}
 	res.Server = srv1.Sub(srv0)
 	res.EtcdRSS, _ = readRSS(e.Pid)
+	res.RelistEvery = daemonRelist
+	if res.ListCPU, res.ListSamples, err = listCost(ctx, e, n); err != nil {
+		return res, nil, err
+	}
 	if o.Churn <= 0 {
 		return res, nil, nil
 	}
@@ -775,8 +810,40 @@ func IdleFleet(ctx context.Context, o FleetOptions, n int) (FleetIdleResult, []C
 			return res, churns, err
 		}
 		churns = append(churns, c)
+		if c.Unrejoined > 0 {
+			// Not a fleet at rest any more: the next churn would
+			// measure this one's backlog.
+			break
+		}
 	}
 	return res, churns, nil
+}
+
+// daemonRelist is how often the daemon's lease watcher re-lists every
+// lease as a safety net (subnet/etcd's Options.Relist default, which
+// flanneld keeps), give or take a tenth.
+const daemonRelist = 10 * time.Minute
+
+// listCost is etcd's CPU for one listing of the n leases, as a periodic
+// re-list asks for: the mean over a few sequential listings.
+func listCost(ctx context.Context, e *FleetEtcd, n int) (time.Duration, int, error) {
+	cli, err := e.client()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cli.Close()
+	samples := 20
+	cpu0 := e.CPU()
+	for range samples {
+		resp, err := cli.Get(ctx, Prefix+"/subnets/", clientv3.WithPrefix())
+		if err != nil {
+			return 0, 0, fmt.Errorf("list leases: %w", err)
+		}
+		if len(resp.Kvs) != n {
+			return 0, 0, fmt.Errorf("listed %d leases, want %d", len(resp.Kvs), n)
+		}
+	}
+	return (e.CPU() - cpu0) / time.Duration(samples), samples, nil
 }
 
 func cmpErr(first, err error) error {
@@ -801,6 +868,9 @@ func readRSS(pid int) (uint64, error) {
 	anon, file, err := ReadRSS(pid)
 	return anon + file, err
 }
+
+// churnBound bounds a churn's restarts and its convergence.
+const churnBound = 5 * time.Minute
 
 // churn restarts every k-th node at once (share = 1/k) through the
 // daemon's whole start-up, with the attributes they had (gen 0) or with a
@@ -839,21 +909,33 @@ func (f *simFleet) churn(ctx context.Context, nodes []*simNode, share float64, g
 	if err != nil {
 		return res, err
 	}
-	req0, cpu0, self0 := f.reqs.snapshot(), f.etcd.CPU(), selfCPU()
+	req0, err0 := f.reqs.snapshot()
+	cpu0, self0 := f.etcd.CPU(), selfCPU()
 
 	start := time.Now()
+	// A restart that cannot finish within the bound is counted, not
+	// waited for: an etcd that cannot serve the restarted nodes' listings
+	// within their request timeout can stay behind for good, as each
+	// retry asks for the whole listing again.
+	rctx, cancel := context.WithTimeout(ctx, churnBound)
+	defer cancel()
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error
+	var failed int
 	for _, n := range restarted {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			n.shutdown()
 			n.attrs = simAttrs(n.i, gen)
-			if err := f.join(ctx, n, nil); err != nil {
+			if err := f.join(rctx, n, nil); err != nil {
 				errMu.Lock()
-				firstErr = cmpErr(firstErr, fmt.Errorf("restart node %d: %w", n.i, err))
+				if rctx.Err() != nil {
+					failed++
+				} else {
+					firstErr = cmpErr(firstErr, fmt.Errorf("restart node %d: %w", n.i, err))
+				}
 				errMu.Unlock()
 			}
 		}()
@@ -862,10 +944,16 @@ func (f *simFleet) churn(ctx context.Context, nodes []*simNode, share float64, g
 	if firstErr != nil {
 		return res, firstErr
 	}
-	res.Rejoined = time.Since(start)
-	if gen > 0 {
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	res.Unrejoined = failed
+	if failed == 0 {
+		res.Rejoined = time.Since(start)
+	}
+	if gen > 0 && failed == 0 {
 		var ok bool
-		res.Converged, ok = waitAll(ctx, start, 2*time.Minute, func() bool {
+		res.Converged, ok = waitAll(ctx, start, churnBound, func() bool {
 			for _, n := range others {
 				if _, _, _, hits := n.figures(); hits < len(target) {
 					return false
@@ -887,7 +975,8 @@ func (f *simFleet) churn(ctx context.Context, nodes []*simNode, share float64, g
 		return res, ctx.Err()
 	}
 	res.EtcdCPU, res.NodesCPU = f.etcd.CPU()-cpu0, selfCPU()-self0
-	res.Requests = f.reqs.snapshot().Sub(req0)
+	req1, err1 := f.reqs.snapshot()
+	res.Requests, res.Failed = req1.Sub(req0), err1.Sub(err0)
 	srv1, err := f.etcd.Received(ctx)
 	if err != nil {
 		return res, err
