@@ -346,6 +346,8 @@ type DaemonsResult struct {
 	// Lone is one daemon restarted alone afterwards: subnet.env time and
 	// CPU, the start-up cost without the storm.
 	Lone, LoneCPU time.Duration
+	// The reaped children's part of the mean CPU (iptables, ip).
+	ChildrenFirst, ChildrenRestart, ChildrenLone time.Duration
 	// etcd's CPU and received messages during each storm.
 	EtcdCPUFirst, EtcdCPURestart time.Duration
 	ServerFirst, ServerRestart   RequestCounts
@@ -458,11 +460,13 @@ func (r DaemonsResult) Ratio() float64 {
 // Line prints the real daemons' figures.
 func (r DaemonsResult) Line() string {
 	return fmt.Sprintf("real daemons N=%d (vxlan, started in %s): every subnet.env written after %s (all ready %s); restarted with their leases in etcd (started in %s): rewritten after %s (all ready %s); "+
-		"ratio %.2f; each daemon's own start-up (its first log line to subnet.env, median/most): %s/%s first, %s/%s restart; CPU per daemon: first start %s (most %s), restart storm %s (most %s), one daemon restarted alone %s (subnet.env %s); "+
+		"ratio %.2f; each daemon's own start-up (its first log line to subnet.env, median/most): %s/%s first, %s/%s restart; "+
+		"CPU per daemon with its children: first start %s (most %s; children %s), restart storm %s (most %s; children %s), one daemon restarted alone %s (children %s; subnet.env %s); "+
 		"etcd CPU %s / %s, etcd received %s / %s; steps (median/last daemon from the first start): first start: %s; restart storm: %s",
 		r.N, FormatDuration(r.Spawn), FormatDuration(r.First), FormatDuration(r.ReadyFirst), FormatDuration(r.SpawnRestart), FormatDuration(r.Restart), FormatDuration(r.ReadyRestart),
-		r.Ratio(), FormatDuration(r.OwnFirst.Median), FormatDuration(r.OwnFirst.Last), FormatDuration(r.OwnRestart.Median), FormatDuration(r.OwnRestart.Last), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax),
-		FormatDuration(r.LoneCPU), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart,
+		r.Ratio(), FormatDuration(r.OwnFirst.Median), FormatDuration(r.OwnFirst.Last), FormatDuration(r.OwnRestart.Median), FormatDuration(r.OwnRestart.Last), FormatDuration(r.CPUFirstMean), FormatDuration(r.CPUFirstMax), FormatDuration(r.ChildrenFirst),
+		FormatDuration(r.CPURestartMean), FormatDuration(r.CPURestartMax), FormatDuration(r.ChildrenRestart),
+		FormatDuration(r.LoneCPU), FormatDuration(r.ChildrenLone), FormatDuration(r.Lone), FormatDuration(r.EtcdCPUFirst), FormatDuration(r.EtcdCPURestart), r.ServerFirst, r.ServerRestart,
 		phasesString(r.PhasesFirst), phasesString(r.PhasesRestart))
 }
 

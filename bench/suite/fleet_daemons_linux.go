@@ -138,13 +138,17 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 		}
 		return env, time.Since(start), nil
 	}
+	// cpuOf also keeps the children's share of the mean (ip, iptables).
+	var children time.Duration
 	cpuOf := func(which []int) (mean, most time.Duration) {
-		var sum time.Duration
+		var sum, kids time.Duration
 		for _, i := range which {
 			c, _ := ReadProcCPU(procs[i].Pid)
 			sum += c.Self + c.Children
+			kids += c.Children
 			most = max(most, c.Self+c.Children)
 		}
+		children = kids / time.Duration(len(which))
 		return sum / time.Duration(len(which)), most
 	}
 	stop := func(which []int) error {
@@ -197,6 +201,7 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	if res.First, res.ReadyFirst, res.CPUFirstMean, res.CPUFirstMax, res.EtcdCPUFirst, res.ServerFirst, err = measure(all, "first", "first start"); err != nil {
 		return res, err
 	}
+	res.ChildrenFirst = children
 	res.PhasesFirst, res.OwnFirst = DaemonPhases(logs(), stormStart), OwnStartup(logs())
 	if err := stop(all); err != nil {
 		return res, err
@@ -204,6 +209,7 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	if res.Restart, res.ReadyRestart, res.CPURestartMean, res.CPURestartMax, res.EtcdCPURestart, res.ServerRestart, err = measure(all, "restart", "restart storm"); err != nil {
 		return res, err
 	}
+	res.ChildrenRestart = children
 	res.PhasesRestart, res.OwnRestart = DaemonPhases(logs(), stormStart), OwnStartup(logs())
 	if err := stop([]int{0}); err != nil {
 		return res, err
@@ -211,6 +217,7 @@ func Daemons(ctx context.Context, l *lab.Lab, o DaemonsOptions) (DaemonsResult, 
 	if res.Lone, _, res.LoneCPU, _, _, _, err = measure([]int{0}, "alone", "one daemon restarted alone"); err != nil {
 		return res, err
 	}
+	res.ChildrenLone = children
 	return res, stop(all)
 }
 
