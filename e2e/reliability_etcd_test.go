@@ -42,8 +42,9 @@ func TestPrivilegedReliabilityEtcdOutage(t *testing.T) {
 	}
 	t.Logf("etcd was down for %s", ms(time.Since(down)))
 
-	// Every daemon notices both edges (watchConfig polls every 5 s even
-	// when nothing else needs etcd), once each.
+	// Every daemon notices both edges, once each, even when nothing else
+	// needs etcd: the config watch ends when the client's connection is
+	// down for more than 5 s, and its re-read logs the outage.
 	for i, p := range c.procs {
 		err := l.WaitFor(ctx, 15*time.Second, "end of outage logged by "+l.Hosts()[i].Name, func() error {
 			return contains(p.Log()[marks[i]:], "etcd is reachable again")
